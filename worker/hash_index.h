@@ -1,0 +1,173 @@
+// The in-memory hash index of one partition: key fingerprint -> log address
+// of the key's newest record. Keys themselves stay in the log; the caller
+// resolves fingerprint collisions by comparing the key stored at a candidate
+// address (the `matches` callbacks below).
+//
+// Layout (docs/format/index.md has the full rationale):
+//  - A bucket is one 64-byte cache line of 6 slots. A slot is a 32-bit
+//    fingerprint (the high half of the key's 64-bit hash) plus a 48-bit log
+//    address; address 0 marks an empty slot. A bucket that fills up links an
+//    overflow bucket from a separate pool.
+//  - Growth is linear hashing: when the load passes kMaxLoad, exactly one
+//    bucket is split, moving its entries by one more fingerprint bit. The
+//    table therefore grows by one bucket at a time, never pauses to rehash,
+//    and never needs a key from the log to decide where an entry goes,
+//    because the bucket number is the low bits of the stored fingerprint.
+//  - Memory: 64 bytes per 6 * kMaxLoad keys plus overflow buckets, about
+//    13-15 bytes per key whatever the key size.
+//
+// Not thread-safe: owned by the partition's single worker thread.
+#ifndef SEGKV_WORKER_HASH_INDEX_H_
+#define SEGKV_WORKER_HASH_INDEX_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace segkv::worker {
+
+class HashIndex {
+ public:
+  static constexpr int kSlots = 6;
+  static constexpr double kMaxLoad = 0.86;
+
+  struct alignas(64) Bucket {
+    uint32_t fp[kSlots];       // 24 B: fingerprints
+    uint32_t addr_lo[kSlots];  // 24 B: address bits 0..31
+    uint16_t addr_hi[kSlots];  // 12 B: address bits 32..47
+    uint32_t overflow;         //  4 B: 1 + overflow pool index; 0 = none
+
+    uint64_t address(int i) const {
+      return (uint64_t{addr_hi[i]} << 32) | addr_lo[i];
+    }
+    void Set(int i, uint32_t f, uint64_t a) {
+      fp[i] = f;
+      addr_lo[i] = static_cast<uint32_t>(a);
+      addr_hi[i] = static_cast<uint16_t>(a >> 32);
+    }
+  };
+  static_assert(sizeof(Bucket) == 64, "a bucket is one cache line");
+
+  // Where an entry lives. Valid until the next Insert() or Erase().
+  struct Position {
+    Bucket* bucket = nullptr;
+    int slot = 0;
+    uint64_t address = 0;  // 0 = not found
+    bool found() const { return bucket != nullptr; }
+  };
+
+  HashIndex();
+  ~HashIndex();
+  HashIndex(const HashIndex&) = delete;
+  HashIndex& operator=(const HashIndex&) = delete;
+
+  // Fingerprint of a 64-bit key hash.
+  static uint32_t Fingerprint(uint64_t hash) {
+    return static_cast<uint32_t>(hash >> 32);
+  }
+
+  // Finds the entry of a key: calls matches(address) for each entry whose
+  // fingerprint is `fp`, newest insertion order not guaranteed, and returns
+  // the first for which it is true.
+  template <typename Match>
+  Position Find(uint32_t fp, Match&& matches) {
+    Bucket* b = Home(fp);
+    for (;;) {
+      for (int i = 0; i < kSlots; ++i) {
+        if (b->fp[i] != fp) continue;
+        const uint64_t a = b->address(i);
+        if (a != 0 && matches(a)) return Position{b, i, a};
+      }
+      if (b->overflow == 0) return Position{};
+      b = OverflowBucket(b->overflow);
+    }
+  }
+
+  // Points a found entry at a new address (non-zero).
+  void Update(const Position& pos, uint64_t address) {
+    pos.bucket->Set(pos.slot, pos.bucket->fp[pos.slot], address);
+  }
+  // Adds an entry for a key known to be absent. May split one bucket.
+  void Insert(uint32_t fp, uint64_t address);
+  // Removes a found entry.
+  void Erase(const Position& pos);
+
+  // Finds the entry with exactly this fingerprint and address (no key
+  // comparison needed) and points it at `new_address`, or removes it when
+  // `new_address` is 0. Returns false if there is no such entry.
+  bool ReplaceExact(uint32_t fp, uint64_t old_address, uint64_t new_address);
+
+  // Calls f(fp, address) for every entry, in no particular order.
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (uint64_t i = 0; i < num_buckets_; ++i) {
+      const Bucket* b = BucketAt(i);
+      for (;;) {
+        for (int s = 0; s < kSlots; ++s) {
+          if (b->address(s) != 0) f(b->fp[s], b->address(s));
+        }
+        if (b->overflow == 0) break;
+        b = OverflowBucket(b->overflow);
+      }
+    }
+  }
+
+  uint64_t size() const { return count_; }
+  uint64_t num_buckets() const { return num_buckets_; }
+  uint64_t num_overflow_buckets() const {
+    return overflow_used_ - overflow_free_.size();
+  }
+  // Bytes of heap this index holds (buckets, overflow pool, directories).
+  uint64_t MemoryBytes() const;
+  // Entries moved by splits so far; a test bound on incremental growth.
+  uint64_t entries_moved() const { return entries_moved_; }
+
+ private:
+  static constexpr int kChunkBits = 14;  // 16 Ki buckets = 1 MiB per chunk
+  static constexpr uint64_t kChunkBuckets = uint64_t{1} << kChunkBits;
+  static constexpr int kInitialLevel = 4;
+  static constexpr int kMaxLevel = 32;  // all fingerprint bits in use
+
+  struct ChunkDeleter {
+    void operator()(Bucket* p) const;
+  };
+  using Chunk = std::unique_ptr<Bucket[], ChunkDeleter>;
+
+  Bucket* BucketAt(uint64_t i) const {
+    return &chunks_[i >> kChunkBits][i & (kChunkBuckets - 1)];
+  }
+  Bucket* OverflowBucket(uint32_t ref) const {
+    const uint64_t i = ref - 1;
+    return &overflow_chunks_[i >> kChunkBits][i & (kChunkBuckets - 1)];
+  }
+  uint64_t HomeIndex(uint32_t fp) const {
+    uint64_t b = fp & low_mask_;
+    if (b < split_) b = fp & high_mask_;
+    return b;
+  }
+  Bucket* Home(uint32_t fp) const { return BucketAt(HomeIndex(fp)); }
+
+  static Chunk NewChunk();
+  uint32_t AllocOverflow();
+  // Places an entry in bucket `index`'s chain without touching count_.
+  void Place(uint64_t index, uint32_t fp, uint64_t address);
+  void SplitOne();
+
+  std::vector<Chunk> chunks_;
+  std::vector<Chunk> overflow_chunks_;
+  std::vector<uint32_t> overflow_free_;
+  uint64_t overflow_used_ = 0;  // overflow slots ever handed out
+  uint64_t num_buckets_ = 0;
+  int level_ = kInitialLevel;
+  uint64_t split_ = 0;  // next bucket to split at this level
+  uint64_t low_mask_ = 0;
+  uint64_t high_mask_ = 0;
+  uint64_t count_ = 0;
+  uint64_t entries_moved_ = 0;
+  std::vector<std::pair<uint32_t, uint64_t>> scratch_;
+};
+
+}  // namespace segkv::worker
+
+#endif  // SEGKV_WORKER_HASH_INDEX_H_

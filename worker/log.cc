@@ -1,0 +1,447 @@
+#include "worker/log.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "glog/logging.h"
+
+namespace segkv::worker {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+std::string ParentOf(const std::string& dir) {
+  size_t slash = dir.find_last_not_of('/');
+  slash = slash == std::string::npos ? slash : dir.rfind('/', slash);
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : dir.substr(0, slash);
+}
+
+// Why the bytes at `p` (n readable) are not a valid record, or "" if they
+// are one; sets *size to the record's size when valid.
+absl::string_view CheckRecord(const char* p, uint64_t n, uint64_t max_value,
+                             RecordHeader* h) {
+  if (n < format::kRecordHeaderSize) return "truncated record header";
+  if (!DecodeRecordHeader(p, max_value, h)) {
+    return AllZero(p, format::kRecordHeaderSize) ? "zero-filled record header"
+                                                 : "invalid record header";
+  }
+  if (h->size() > n) return "record length past the end of the data";
+  if (!RecordCrcMatches(p, *h)) return "record CRC mismatch";
+  return "";
+}
+
+}  // namespace
+
+void Log::Buffer::resize(size_t n) {
+  if (n > capacity_) {
+    size_t cap = std::max<size_t>(n, capacity_ * 2);
+    auto bigger = std::make_unique<char[]>(cap);
+    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_);
+    data_ = std::move(bigger);
+    capacity_ = cap;
+  }
+  size_ = n;
+}
+
+Log::Log(const LogOptions& options)
+    : options_(options),
+      fs_(options.fs),
+      segment_size_(options.segment_size),
+      buffer_size_(options.buffer_size) {}
+
+Log::~Log() = default;
+
+std::string Log::PathOf(uint64_t id) const {
+  return JoinPath(options_.dir, SegmentFileName(id));
+}
+
+const Log::Segment* Log::SegmentById(uint64_t id) const {
+  if (id < first_id_ || id - first_id_ >= segments_.size()) return nullptr;
+  return segments_[id - first_id_].get();
+}
+
+absl::Status Log::Fail(absl::Status s) {
+  if (failure_.ok()) {
+    failure_ = absl::Status(
+        s.code() == absl::StatusCode::kResourceExhausted
+            ? absl::StatusCode::kUnavailable
+            : s.code(),
+        absl::StrCat("log of partition ", options_.partition,
+                     " failed and accepts no writes until reopened: ",
+                     s.message()));
+  }
+  return failure_;
+}
+
+absl::Status Log::CheckSegmentSize() const {
+  if (segment_size_ < format::kSegmentHeaderSize +
+                          RecordSize(format::kMaxKeySize, options_.max_value_size) ||
+      segment_size_ > (uint64_t{1} << 40)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment size ", segment_size_, " must be at most 1 TiB and hold a "
+        "record with a ", format::kMaxKeySize, "-byte key and a ",
+        options_.max_value_size, "-byte value"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<WritableFile>> Log::CreateSegmentFile(
+    uint64_t id, int64_t now_ms) {
+  if (id >= (format::kMaxAddress + 1) / segment_size_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "partition ", options_.partition,
+        " has used its whole 2^48-byte log address space"));
+  }
+  const std::string path = PathOf(id);
+  auto file = fs_->OpenWritable(path, /*truncate=*/true);
+  if (!file.ok()) return file.status();
+  absl::Status s = (*file)->Append(
+      EncodeSegmentHeader(options_.partition, id, segment_size_, now_ms));
+  if (s.ok()) s = (*file)->Sync();
+  if (s.ok()) s = fs_->SyncDir(options_.dir);
+  if (!s.ok()) {
+    fs_->Remove(path).IgnoreError();  // holds no record; recovery removes it
+    return s;
+  }
+  return file;
+}
+
+absl::Status Log::WriteManifest(const std::vector<SegmentInfo>& segments) {
+  Manifest m;
+  m.partition = options_.partition;
+  m.segment_size = segment_size_;
+  m.segments = segments;
+  bool renamed = false;
+  absl::Status s = WriteFileAtomically(fs_, options_.dir, kManifestName,
+                                       EncodeManifest(m), &renamed);
+  // After the rename the manifest on disk may be old or new: only a reopen
+  // can tell, so stop writing.
+  if (!s.ok() && renamed) return Fail(s);
+  return s;
+}
+
+absl::Status Log::CreateFirstSegment() {
+  const int64_t now = NowMs();
+  auto file = CreateSegmentFile(0, now);
+  if (!file.ok()) return file.status();
+  SegmentInfo info{.id = 0, .created_ms = now};
+  if (absl::Status s = WriteManifest({info}); !s.ok()) return s;
+  auto reader = fs_->OpenReadable(PathOf(0), segment_size_);
+  if (!reader.ok()) return reader.status();
+  auto seg = std::make_unique<Segment>();
+  seg->info = info;
+  seg->reader = std::move(*reader);
+  segments_.push_back(std::move(seg));
+  first_id_ = active_id_ = 0;
+  active_base_ = 0;
+  active_file_ = std::move(*file);
+  buffer_base_ = tail_ = synced_ = format::kSegmentHeaderSize;
+  return absl::OkStatus();
+}
+
+absl::Status Log::RemoveOrphan(const std::string& name, uint64_t id,
+                               bool must_be_empty) {
+  const std::string path = JoinPath(options_.dir, name);
+  if (must_be_empty) {
+    // A segment file the manifest does not know yet can only come from a
+    // seal or a first open that crashed before its manifest update, and so
+    // holds no record. If it holds one, something else wrote it.
+    auto data = fs_->ReadFileToString(path);
+    if (!data.ok()) return data.status();
+    for (uint64_t off = format::kSegmentHeaderSize; off < data->size(); ++off) {
+      RecordHeader h;
+      if (CheckRecord(data->data() + off, data->size() - off,
+                      options_.max_value_size, &h)
+              .empty()) {
+        return absl::DataLossError(absl::StrCat(
+            path, ": segment ", id, " is not in the MANIFEST but holds records"));
+      }
+    }
+  }
+  LOG(WARNING) << "removing " << path << ": not in the MANIFEST";
+  return fs_->Remove(path);
+}
+
+absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
+  if (fs_ == nullptr || options_.dir.empty()) {
+    return absl::InvalidArgumentError("log options need a file system and a dir");
+  }
+  const std::string& dir = options_.dir;
+  const bool existed = fs_->Exists(dir);
+  if (absl::Status s = fs_->CreateDir(dir); !s.ok()) return s;
+  if (!existed) {
+    if (absl::Status s = fs_->SyncDir(ParentOf(dir)); !s.ok()) return s;
+  }
+  auto names = fs_->ListDir(dir);
+  if (!names.ok()) return names.status();
+  std::map<uint64_t, std::string> files;  // segment files by id
+  bool has_manifest = false;
+  for (const std::string& name : *names) {
+    uint64_t id;
+    if (ParseSegmentFileName(name, &id)) {
+      files[id] = name;
+    } else if (name == kManifestName) {
+      has_manifest = true;
+    } else if (name == std::string(kManifestName) + ".tmp") {
+      // A manifest write that never got renamed: never authoritative.
+      if (absl::Status s = fs_->Remove(JoinPath(dir, name)); !s.ok()) return s;
+      ++stats->removed_files;
+    }
+  }
+
+  if (!has_manifest) {
+    if (absl::Status s = CheckSegmentSize(); !s.ok()) return s;
+    for (const auto& [id, name] : files) {
+      if (absl::Status s = RemoveOrphan(name, id, true); !s.ok()) return s;
+      ++stats->removed_files;
+    }
+    absl::Status s = CreateFirstSegment();
+    if (s.ok()) s = failure_;
+    return s;
+  }
+
+  const std::string manifest_path = JoinPath(dir, kManifestName);
+  auto data = fs_->ReadFileToString(manifest_path);
+  if (!data.ok()) return data.status();
+  auto manifest = DecodeManifest(*data, manifest_path);
+  if (!manifest.ok()) return manifest.status();
+  if (manifest->partition != options_.partition) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " holds partition ", manifest->partition, ", not partition ",
+        options_.partition));
+  }
+  if (manifest->segment_size != segment_size_) {
+    LOG(INFO) << dir << ": keeping its segment size of "
+              << manifest->segment_size << " bytes (the option says "
+              << segment_size_ << ")";
+    segment_size_ = manifest->segment_size;
+  }
+  if (absl::Status s = CheckSegmentSize(); !s.ok()) return s;
+
+  const uint64_t last_id = manifest->segments.back().id;
+  for (const auto& [id, name] : files) {
+    bool listed = std::any_of(manifest->segments.begin(), manifest->segments.end(),
+                              [id = id](const SegmentInfo& s) { return s.id == id; });
+    if (listed) continue;
+    // Below the last id: a segment whose removal was not yet durable.
+    if (absl::Status s = RemoveOrphan(name, id, id > last_id); !s.ok()) return s;
+    ++stats->removed_files;
+  }
+
+  first_id_ = manifest->segments.front().id;
+  segments_.resize(last_id - first_id_ + 1);
+  for (const SegmentInfo& info : manifest->segments) {
+    const std::string path = PathOf(info.id);
+    if (!files.contains(info.id)) {
+      return absl::DataLossError(absl::StrCat(
+          "segment ", info.id, " listed in ", manifest_path, " is missing (",
+          path, ")"));
+    }
+    auto reader = fs_->OpenReadable(path, segment_size_);
+    if (!reader.ok()) return reader.status();
+    auto seg = std::make_unique<Segment>();
+    seg->info = info;
+    seg->reader = std::move(*reader);
+    Segment& ref = *seg;
+    segments_[info.id - first_id_] = std::move(seg);
+    absl::Status s = ScanSegment(ref, !info.sealed, visit, stats);
+    if (!s.ok()) return s;
+    ++stats->segments;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Log::ScanSegment(Segment& seg, bool active, Visitor visit,
+                              LogRecoveryStats* stats) {
+  const uint64_t id = seg.info.id;
+  const std::string path = PathOf(id);
+  auto size = fs_->FileSize(path);
+  if (!size.ok()) return size.status();
+  auto where = [&](uint64_t off) {
+    return absl::StrCat("segment ", id, " (", path, ") offset ", off);
+  };
+  if (*size < format::kSegmentHeaderSize) {
+    return absl::DataLossError(absl::StrCat(where(0), ": file shorter than a segment header"));
+  }
+  uint64_t limit = *size;
+  if (!active) {
+    if (*size != seg.info.end_offset) {
+      return absl::DataLossError(absl::StrCat(
+          where(0), ": sealed segment is ", *size, " bytes, MANIFEST says ",
+          seg.info.end_offset));
+    }
+  }
+  auto view = seg.reader->Read(0, limit);
+  if (!view.ok()) return view.status();
+  const char* base = view->data();
+  if (absl::Status s = CheckSegmentHeader(
+          absl::string_view(base, format::kSegmentHeaderSize), path,
+          options_.partition, id, segment_size_);
+      !s.ok()) {
+    return s;
+  }
+
+  const uint64_t seg_base = id * segment_size_;
+  uint64_t off = format::kSegmentHeaderSize;
+  while (off < limit) {
+    RecordHeader h;
+    absl::string_view why =
+        CheckRecord(base + off, limit - off, options_.max_value_size, &h);
+    if (!why.empty()) {
+      if (!active) return absl::DataLossError(absl::StrCat(where(off), ": ", why));
+      // Active segment: a torn tail has no valid record after the damage.
+      for (uint64_t p = off + 1; p + format::kRecordHeaderSize <= limit; ++p) {
+        RecordHeader later;
+        if (CheckRecord(base + p, limit - p, options_.max_value_size, &later)
+                .empty()) {
+          return absl::DataLossError(absl::StrCat(
+              where(off), ": ", why, ", followed by a valid record at offset ",
+              p, " (damage before the tail, not a torn write)"));
+        }
+      }
+      LOG(WARNING) << where(off) << ": " << why << "; truncating the torn tail of "
+                   << (limit - off) << " bytes";
+      stats->truncated_bytes += limit - off;
+      limit = off;
+      break;
+    }
+    if (absl::Status s = visit(seg_base + off, h, absl::string_view(base + off, h.size()));
+        !s.ok()) {
+      return s;
+    }
+    ++stats->records;
+    stats->bytes += h.size();
+    off += h.size();
+  }
+
+  if (!active) return absl::OkStatus();
+  auto file = fs_->OpenWritable(path, /*truncate=*/false);
+  if (!file.ok()) return file.status();
+  if ((*file)->Size() != limit) {
+    absl::Status s = (*file)->Truncate(limit);
+    if (s.ok()) s = (*file)->Sync();
+    if (!s.ok()) return s;
+  }
+  active_id_ = id;
+  active_base_ = seg_base;
+  active_file_ = std::move(*file);
+  buffer_base_ = tail_ = synced_ = seg_base + limit;
+  return absl::OkStatus();
+}
+
+uint64_t Log::Append(uint64_t size) {
+  DCHECK_LE(size, SpaceLeft());
+  const uint64_t address = tail_;
+  buffer_.resize(buffer_.size() + size);
+  tail_ += size;
+  return address;
+}
+
+absl::StatusOr<absl::string_view> Log::Read(uint64_t address, uint64_t n) const {
+  if (address >= buffer_base_) {
+    if (address + n > tail_) {
+      return absl::InternalError(absl::StrCat("read past the log tail at ", address));
+    }
+    return absl::string_view(buffer_.data() + (address - buffer_base_), n);
+  }
+  const uint64_t id = address / segment_size_;
+  const Segment* seg = SegmentById(id);
+  if (seg == nullptr) {
+    return absl::DataLossError(absl::StrCat("address ", address, " is in segment ",
+                                            id, ", which does not exist"));
+  }
+  return seg->reader->Read(address - id * segment_size_, n);
+}
+
+absl::Status Log::Flush() {
+  if (!failure_.ok()) return failure_;
+  if (buffer_.empty()) return absl::OkStatus();
+  absl::Status s = active_file_->Append(absl::string_view(buffer_.data(), buffer_.size()));
+  if (!s.ok()) {
+    // Put the file back where it was so the buffer can be retried or
+    // rolled back; if that fails its length is unknown.
+    absl::Status t = active_file_->Truncate(buffer_base_ - active_base_);
+    if (!t.ok()) return Fail(t);
+    return s;
+  }
+  buffer_base_ += buffer_.size();
+  buffer_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status Log::Sync() {
+  if (absl::Status s = Flush(); !s.ok()) return s;
+  if (synced_ == tail_) return absl::OkStatus();
+  // After a failed fdatasync the kernel may have dropped the dirty pages:
+  // nothing since the last good sync can be trusted.
+  if (absl::Status s = active_file_->Sync(); !s.ok()) return Fail(s);
+  ++sync_count_;
+  synced_ = tail_;
+  return absl::OkStatus();
+}
+
+absl::Status Log::Seal() {
+  if (absl::Status s = Sync(); !s.ok()) return s;
+  const int64_t now = NowMs();
+  const uint64_t next_id = active_id_ + 1;
+  auto file = CreateSegmentFile(next_id, now);
+  if (!file.ok()) return file.status();
+  std::vector<SegmentInfo> infos = Segments();
+  infos.back().sealed = true;
+  infos.back().end_offset = tail_ - active_base_;
+  infos.back().sealed_ms = now;
+  infos.push_back(SegmentInfo{.id = next_id, .created_ms = now});
+  absl::Status s = WriteManifest(infos);
+  if (s.ok()) {
+    auto reader = fs_->OpenReadable(PathOf(next_id), segment_size_);
+    if (!reader.ok()) {
+      s = Fail(reader.status());
+    } else {
+      Segment* active = segments_.back().get();
+      active->info = infos[infos.size() - 2];
+      auto seg = std::make_unique<Segment>();
+      seg->info = infos.back();
+      seg->reader = std::move(*reader);
+      segments_.push_back(std::move(seg));
+      active_id_ = next_id;
+      active_base_ = next_id * segment_size_;
+      active_file_ = std::move(*file);
+      buffer_base_ = tail_ = synced_ = active_base_ + format::kSegmentHeaderSize;
+      return absl::OkStatus();
+    }
+  }
+  if (failure_.ok()) fs_->Remove(PathOf(next_id)).IgnoreError();
+  return s;
+}
+
+absl::Status Log::TruncateTo(uint64_t address) {
+  DCHECK_GE(address, synced_);
+  DCHECK_LE(address, tail_);
+  if (address >= buffer_base_) {
+    buffer_.resize(address - buffer_base_);
+  } else {
+    if (!failure_.ok()) return failure_;
+    absl::Status s = active_file_->Truncate(address - active_base_);
+    if (!s.ok()) return Fail(s);
+    buffer_.clear();
+    buffer_base_ = address;
+  }
+  tail_ = address;
+  return absl::OkStatus();
+}
+
+std::vector<SegmentInfo> Log::Segments() const {
+  std::vector<SegmentInfo> out;
+  for (const auto& seg : segments_) {
+    if (seg != nullptr) out.push_back(seg->info);
+  }
+  if (!out.empty()) out.back().end_offset = tail_ - active_base_;
+  return out;
+}
+
+}  // namespace segkv::worker

@@ -1,0 +1,171 @@
+// The segmented append-only log of one partition (docs/format/log.md).
+//
+// One logical address space: address = segment_id * segment_size + offset.
+// New records go to an in-memory tail buffer and reach the active segment's
+// file in large sequential writes (Flush); Sync adds an fdatasync. A record
+// never spans segments: when the next one does not fit, the caller Seals the
+// active segment, which makes it durable, creates the next one and records
+// both in the MANIFEST before any record is written to the new one.
+//
+// Failure handling: a failed write (EIO, ENOSPC) restores the file to its
+// previous length and keeps the buffer, so the caller can retry or roll
+// back; a failed fsync (or a failure that leaves the file or the manifest
+// in an unknown state) puts the log in a failed state in which every write
+// returns that error until the partition is reopened (recovery then decides
+// what survived). Reads keep working.
+//
+// Not thread-safe: owned by the partition's worker thread.
+#ifndef SEGKV_WORKER_LOG_H_
+#define SEGKV_WORKER_LOG_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/strings/string_view.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/fs.h"
+#include "worker/manifest.h"
+#include "worker/record.h"
+
+namespace segkv::worker {
+
+struct LogOptions {
+  FileSystem* fs = nullptr;
+  std::string dir;
+  uint32_t partition = 0;
+  // Used when the log is created; an existing log keeps the size recorded
+  // in its MANIFEST.
+  uint64_t segment_size = 128ull << 20;
+  uint64_t max_value_size = 16ull << 20;
+  // Flush() is due once this many bytes are buffered.
+  size_t buffer_size = 1 << 20;
+};
+
+struct LogRecoveryStats {
+  uint64_t segments = 0;
+  uint64_t records = 0;
+  uint64_t bytes = 0;            // record bytes replayed
+  uint64_t truncated_bytes = 0;  // torn tail cut off the active segment
+  uint64_t removed_files = 0;    // orphaned segment files / stale tmp files
+};
+
+class Log {
+ public:
+  // Called for every valid record in address order during Open. `record`
+  // is the whole record (header, key, value), valid only during the call.
+  using Visitor = absl::FunctionRef<absl::Status(
+      uint64_t address, const RecordHeader& header, absl::string_view record)>;
+
+  // A log over options.dir; does no I/O. Call Recover() before anything
+  // else.
+  explicit Log(const LogOptions& options);
+  ~Log();
+
+  // Opens (creating if missing) the log and replays every record through
+  // `visit`. Read() works during the replay for records already visited.
+  // Errors: DATA_LOSS naming segment and offset for damage before the tail,
+  // a missing listed segment or a bad manifest; FAILED_PRECONDITION if the
+  // directory belongs to another partition; I/O errors from the seam.
+  absl::Status Recover(Visitor visit, LogRecoveryStats* stats);
+
+  // Bytes a record may still occupy in the active segment.
+  uint64_t SpaceLeft() const { return active_base_ + segment_size_ - tail_; }
+  // Reserves `size` <= SpaceLeft() bytes at the tail and returns their
+  // address; the caller writes the record at BufferAt(address) at once.
+  uint64_t Append(uint64_t size);
+  char* BufferAt(uint64_t address) {
+    return buffer_.data() + (address - buffer_base_);
+  }
+
+  // A view of [address, address + n), which must lie in one segment and
+  // below tail(). Valid until the next Append/Flush/TruncateTo.
+  absl::StatusOr<absl::string_view> Read(uint64_t address, uint64_t n) const;
+
+  // Writes the buffer to the active segment (no fsync).
+  absl::Status Flush();
+  // Flush() if at least buffer_size bytes are buffered.
+  absl::Status FlushIfFull() {
+    return buffer_.size() >= buffer_size_ ? Flush() : absl::OkStatus();
+  }
+  // Flush() + fdatasync: everything below tail() is durable on success.
+  absl::Status Sync();
+  // Makes the active segment durable and sealed and starts the next one.
+  absl::Status Seal();
+  // Drops everything from `address` (>= synced(), in the active segment) to
+  // the tail: undoes appends whose commit failed.
+  absl::Status TruncateTo(uint64_t address);
+
+  uint64_t tail() const { return tail_; }
+  uint64_t synced() const { return synced_; }
+  uint64_t segment_size() const { return segment_size_; }
+  uint64_t active_segment() const { return active_id_; }
+  uint64_t buffered_bytes() const { return buffer_.size(); }
+  uint64_t sync_count() const { return sync_count_; }  // fdatasyncs done
+  // OK, or the error that failed the log (see file comment).
+  const absl::Status& failure() const { return failure_; }
+  // Segments in id order; the last is active (its end_offset is live).
+  std::vector<SegmentInfo> Segments() const;
+
+ private:
+  // A growable byte buffer that does not zero what it hands out.
+  class Buffer {
+   public:
+    char* data() { return data_.get(); }
+    const char* data() const { return data_.get(); }
+    size_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    void clear() { size_ = 0; }
+    void resize(size_t n);  // may reallocate
+   private:
+    std::unique_ptr<char[]> data_;
+    size_t size_ = 0;
+    size_t capacity_ = 0;
+  };
+
+  struct Segment {
+    SegmentInfo info;
+    std::unique_ptr<ReadableFile> reader;
+  };
+
+  absl::Status CheckSegmentSize() const;
+  absl::Status CreateFirstSegment();
+  absl::Status ScanSegment(Segment& seg, bool active, Visitor visit,
+                           LogRecoveryStats* stats);
+  absl::Status RemoveOrphan(const std::string& name, uint64_t id,
+                            bool must_be_empty);
+  absl::StatusOr<std::unique_ptr<WritableFile>> CreateSegmentFile(uint64_t id,
+                                                                  int64_t now_ms);
+  absl::Status WriteManifest(const std::vector<SegmentInfo>& segments);
+  std::string PathOf(uint64_t id) const;
+  const Segment* SegmentById(uint64_t id) const;
+  absl::Status Fail(absl::Status s);
+
+  const LogOptions options_;
+  FileSystem* const fs_;
+  uint64_t segment_size_;
+  const size_t buffer_size_;
+
+  // segments_[id - first_id_]; null for ids that no longer exist.
+  std::vector<std::unique_ptr<Segment>> segments_;
+  uint64_t first_id_ = 0;
+  uint64_t active_id_ = 0;
+  uint64_t active_base_ = 0;  // address of the active segment's byte 0
+  std::unique_ptr<WritableFile> active_file_;
+
+  Buffer buffer_;
+  // Address of buffer_[0] = end of the active file. Reads at or above it
+  // come from the buffer; during recovery everything is read from files.
+  uint64_t buffer_base_ = UINT64_MAX;
+  uint64_t tail_ = UINT64_MAX;  // next record's address
+  uint64_t synced_ = 0;       // everything below is durable
+  uint64_t sync_count_ = 0;
+  absl::Status failure_;
+};
+
+}  // namespace segkv::worker
+
+#endif  // SEGKV_WORKER_LOG_H_

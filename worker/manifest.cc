@@ -1,0 +1,106 @@
+#include "worker/manifest.h"
+
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "worker/coding.h"
+#include "worker/crc32c.h"
+
+namespace segkv::worker {
+namespace {
+
+// docs/format/manifest.md
+constexpr char kMagic[8] = {'S', 'K', 'V', 'M', 'A', 'N', 'I', 'F'};
+constexpr size_t kHeaderSize = 32;
+constexpr size_t kEntrySize = 40;
+constexpr uint32_t kFlagSealed = 1;
+
+}  // namespace
+
+std::string EncodeManifest(const Manifest& m) {
+  std::string out;
+  out.reserve(kHeaderSize + m.segments.size() * kEntrySize + 4);
+  out.append(kMagic, 8);
+  PutFixed32(&out, kManifestVersion);
+  PutFixed32(&out, m.partition);
+  PutFixed64(&out, m.segment_size);
+  PutFixed32(&out, static_cast<uint32_t>(m.segments.size()));
+  PutFixed32(&out, 0);  // reserved
+  for (const SegmentInfo& s : m.segments) {
+    PutFixed64(&out, s.id);
+    PutFixed32(&out, s.sealed ? kFlagSealed : 0);
+    PutFixed32(&out, 0);  // reserved
+    PutFixed64(&out, s.end_offset);
+    PutFixed64(&out, static_cast<uint64_t>(s.created_ms));
+    PutFixed64(&out, static_cast<uint64_t>(s.sealed_ms));
+  }
+  PutFixed32(&out, crc32c::Value(out));
+  return out;
+}
+
+absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
+                                        absl::string_view path) {
+  auto corrupt = [&](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("manifest ", path, ": ", why));
+  };
+  if (data.size() < kHeaderSize + 4) return corrupt("truncated");
+  if (std::memcmp(data.data(), kMagic, 8) != 0) return corrupt("bad magic");
+  const char* p = data.data();
+  if (DecodeFixed32(p + data.size() - 4) !=
+      crc32c::Value(p, data.size() - 4)) {
+    return corrupt("CRC mismatch");
+  }
+  const uint32_t version = DecodeFixed32(p + 8);
+  if (version != kManifestVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("manifest ", path, ": version ", version,
+                     ", this build reads ", kManifestVersion));
+  }
+  Manifest m;
+  m.partition = DecodeFixed32(p + 12);
+  m.segment_size = DecodeFixed64(p + 16);
+  const uint32_t count = DecodeFixed32(p + 24);
+  if (data.size() != kHeaderSize + uint64_t{count} * kEntrySize + 4) {
+    return corrupt("length does not match the segment count");
+  }
+  if (count == 0) return corrupt("no segments");
+  for (uint32_t i = 0; i < count; ++i) {
+    const char* e = p + kHeaderSize + i * kEntrySize;
+    SegmentInfo s;
+    s.id = DecodeFixed64(e);
+    const uint32_t flags = DecodeFixed32(e + 8);
+    s.sealed = (flags & kFlagSealed) != 0;
+    s.end_offset = DecodeFixed64(e + 16);
+    s.created_ms = static_cast<int64_t>(DecodeFixed64(e + 24));
+    s.sealed_ms = static_cast<int64_t>(DecodeFixed64(e + 32));
+    if (flags & ~kFlagSealed) return corrupt("unknown segment flags");
+    if (!m.segments.empty() && s.id <= m.segments.back().id) {
+      return corrupt("segment ids not ascending");
+    }
+    const bool last = i + 1 == count;
+    if (s.sealed == last) {
+      return corrupt("only the last segment may be (and must be) active");
+    }
+    if (s.sealed && s.end_offset > m.segment_size) {
+      return corrupt(absl::StrCat("segment ", s.id, " ends past the segment size"));
+    }
+    m.segments.push_back(s);
+  }
+  return m;
+}
+
+std::string SegmentFileName(uint64_t id) {
+  return absl::StrFormat("seg-%020u.log", id);
+}
+
+bool ParseSegmentFileName(absl::string_view name, uint64_t* id) {
+  if (name.size() != 28 || name.substr(0, 4) != "seg-" ||
+      name.substr(24) != ".log") {
+    return false;
+  }
+  return absl::SimpleAtoi(name.substr(4, 20), id);
+}
+
+}  // namespace segkv::worker

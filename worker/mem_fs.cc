@@ -1,0 +1,283 @@
+#include "worker/mem_fs.h"
+
+#include <cerrno>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace segkv::worker {
+
+class MemFileSystem::File : public WritableFile {
+ public:
+  File(MemFileSystem* fs, std::string path, std::shared_ptr<Inode> inode,
+       uint64_t generation)
+      : fs_(fs), path_(std::move(path)), inode_(std::move(inode)),
+        generation_(generation) {}
+
+  absl::Status Append(absl::string_view data) override {
+    absl::MutexLock l(&fs_->mu_);
+    if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    size_t n = data.size();
+    int err = 0;
+    if (fs_->appends_before_failure_ == 0) {
+      err = fs_->append_errno_;
+      n /= 2;  // A failing write leaves a partial prefix behind.
+    } else if (fs_->appends_before_failure_ > 0) {
+      --fs_->appends_before_failure_;
+    }
+    if (fs_->capacity_ > 0) {
+      uint64_t used = fs_->TotalBytes();
+      uint64_t room = used >= fs_->capacity_ ? 0 : fs_->capacity_ - used;
+      if (n > room) {
+        n = room;
+        err = ENOSPC;
+      }
+    }
+    inode_->data.append(data.data(), n);
+    if (err != 0) return ErrnoToStatus(err, "write", path_);
+    return absl::OkStatus();
+  }
+
+  absl::Status Sync() override {
+    absl::MutexLock l(&fs_->mu_);
+    if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    if (auto s = fs_->MaybeFailSync(path_); !s.ok()) return s;
+    inode_->durable = inode_->data;
+    inode_->rewritten = false;
+    return absl::OkStatus();
+  }
+
+  absl::Status Truncate(uint64_t size) override {
+    absl::MutexLock l(&fs_->mu_);
+    if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    if (size < inode_->durable.size()) inode_->rewritten = true;
+    inode_->data.resize(size, '\0');
+    return absl::OkStatus();
+  }
+
+  uint64_t Size() const override {
+    absl::MutexLock l(&fs_->mu_);
+    return inode_->data.size();
+  }
+
+ private:
+  MemFileSystem* const fs_;
+  const std::string path_;
+  const std::shared_ptr<Inode> inode_;
+  const uint64_t generation_;
+};
+
+class MemFileSystem::Reader : public ReadableFile {
+ public:
+  Reader(MemFileSystem* fs, std::string path, std::shared_ptr<Inode> inode,
+         uint64_t generation)
+      : fs_(fs), path_(std::move(path)), inode_(std::move(inode)),
+        generation_(generation) {}
+
+  absl::StatusOr<absl::string_view> Read(uint64_t offset,
+                                        size_t n) const override {
+    absl::MutexLock l(&fs_->mu_);
+    if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    const std::string& d = inode_->data;
+    if (offset > d.size() || n > d.size() - offset) {
+      return absl::DataLossError(absl::StrCat("read of ", n, " bytes at ",
+                                              offset, " past the end of ",
+                                              path_));
+    }
+    return absl::string_view(d.data() + offset, n);
+  }
+
+ private:
+  MemFileSystem* const fs_;
+  const std::string path_;
+  const std::shared_ptr<Inode> inode_;
+  const uint64_t generation_;
+};
+
+MemFileSystem::MemFileSystem() = default;
+MemFileSystem::~MemFileSystem() = default;
+
+std::string MemFileSystem::ParentDir(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return "";
+  return path.substr(0, slash);
+}
+
+absl::Status MemFileSystem::CheckGeneration(uint64_t generation) const {
+  if (generation != generation_) {
+    return absl::UnavailableError("file handle from before a simulated crash");
+  }
+  return absl::OkStatus();
+}
+
+uint64_t MemFileSystem::TotalBytes() const {
+  uint64_t total = 0;
+  for (const auto& [path, inode] : live_) total += inode->data.size();
+  return total;
+}
+
+absl::Status MemFileSystem::MaybeFailSync(const std::string& what) {
+  if (syncs_before_failure_ == 0) return ErrnoToStatus(sync_errno_, "fsync", what);
+  if (syncs_before_failure_ > 0) --syncs_before_failure_;
+  ++sync_count_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::OpenWritable(
+    const std::string& path, bool truncate) {
+  absl::MutexLock l(&mu_);
+  if (!dirs_.contains(ParentDir(path))) return ErrnoToStatus(ENOENT, "open", path);
+  auto& inode = live_[path];
+  if (inode == nullptr) {
+    inode = std::make_shared<Inode>();
+  } else if (truncate) {
+    if (!inode->durable.empty()) inode->rewritten = true;
+    inode->data.clear();
+  }
+  return std::make_unique<File>(this, path, inode, generation_);
+}
+
+absl::StatusOr<std::unique_ptr<ReadableFile>> MemFileSystem::OpenReadable(
+    const std::string& path, uint64_t max_size) {
+  absl::MutexLock l(&mu_);
+  auto it = live_.find(path);
+  if (it == live_.end()) return ErrnoToStatus(ENOENT, "open", path);
+  return std::make_unique<Reader>(this, path, it->second, generation_);
+}
+
+absl::StatusOr<std::string> MemFileSystem::ReadFileToString(
+    const std::string& path) {
+  absl::MutexLock l(&mu_);
+  auto it = live_.find(path);
+  if (it == live_.end()) return ErrnoToStatus(ENOENT, "open", path);
+  return it->second->data;
+}
+
+absl::StatusOr<std::vector<std::string>> MemFileSystem::ListDir(
+    const std::string& dir) {
+  absl::MutexLock l(&mu_);
+  if (!dirs_.contains(dir)) return ErrnoToStatus(ENOENT, "opendir", dir);
+  std::vector<std::string> names;
+  for (const auto& [path, inode] : live_) {
+    if (ParentDir(path) == dir) names.push_back(path.substr(dir.size() + 1));
+  }
+  for (const std::string& d : dirs_) {
+    if (!d.empty() && ParentDir(d) == dir) names.push_back(d.substr(dir.size() + 1));
+  }
+  return names;
+}
+
+absl::StatusOr<uint64_t> MemFileSystem::FileSize(const std::string& path) {
+  absl::MutexLock l(&mu_);
+  auto it = live_.find(path);
+  if (it == live_.end()) return ErrnoToStatus(ENOENT, "stat", path);
+  return it->second->data.size();
+}
+
+absl::Status MemFileSystem::Remove(const std::string& path) {
+  absl::MutexLock l(&mu_);
+  if (live_.erase(path) == 0) return ErrnoToStatus(ENOENT, "unlink", path);
+  return absl::OkStatus();
+}
+
+absl::Status MemFileSystem::Rename(const std::string& from,
+                                   const std::string& to) {
+  absl::MutexLock l(&mu_);
+  auto it = live_.find(from);
+  if (it == live_.end()) return ErrnoToStatus(ENOENT, "rename", from);
+  auto inode = it->second;
+  live_.erase(it);
+  live_[to] = std::move(inode);
+  return absl::OkStatus();
+}
+
+absl::Status MemFileSystem::SyncDir(const std::string& dir) {
+  absl::MutexLock l(&mu_);
+  if (!dirs_.contains(dir)) return ErrnoToStatus(ENOENT, "open", dir);
+  if (auto s = MaybeFailSync(dir); !s.ok()) return s;
+  for (auto it = durable_.begin(); it != durable_.end();) {
+    it = ParentDir(it->first) == dir ? durable_.erase(it) : std::next(it);
+  }
+  for (const auto& [path, inode] : live_) {
+    if (ParentDir(path) == dir) durable_[path] = inode;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MemFileSystem::CreateDir(const std::string& dir) {
+  absl::MutexLock l(&mu_);
+  // Directories are durable at once in this model: the engine's directory
+  // layout is created before any data, and tests crash after that.
+  for (std::string d = dir; !d.empty(); d = ParentDir(d)) dirs_.insert(d);
+  dirs_.insert("");
+  return absl::OkStatus();
+}
+
+bool MemFileSystem::Exists(const std::string& path) {
+  absl::MutexLock l(&mu_);
+  return live_.contains(path) || dirs_.contains(path);
+}
+
+void MemFileSystem::Crash(uint64_t seed, bool keep_unsynced) {
+  absl::MutexLock l(&mu_);
+  std::mt19937_64 rng(seed);
+  ++generation_;
+  live_ = durable_;
+  for (auto& [path, inode] : live_) {
+    std::string& d = inode->data;
+    const std::string& durable = inode->durable;
+    if (inode->rewritten || d.size() < durable.size() || !keep_unsynced) {
+      d = durable;
+    } else {
+      // Appends only extend the durable prefix; keep a random part of them.
+      size_t extra = d.size() - durable.size();
+      size_t keep = extra == 0 ? 0 : rng() % (extra + 1);
+      d.resize(durable.size() + keep);
+    }
+    inode->durable = d;
+    inode->rewritten = false;
+  }
+  appends_before_failure_ = -1;
+  syncs_before_failure_ = -1;
+}
+
+void MemFileSystem::FailAppendsAfter(int64_t n, int err) {
+  absl::MutexLock l(&mu_);
+  appends_before_failure_ = n;
+  append_errno_ = err;
+}
+
+void MemFileSystem::FailSyncsAfter(int64_t n, int err) {
+  absl::MutexLock l(&mu_);
+  syncs_before_failure_ = n;
+  sync_errno_ = err;
+}
+
+void MemFileSystem::SetCapacity(uint64_t bytes) {
+  absl::MutexLock l(&mu_);
+  capacity_ = bytes;
+}
+
+bool MemFileSystem::OverwriteFile(const std::string& path,
+                                  std::string contents) {
+  absl::MutexLock l(&mu_);
+  auto it = live_.find(path);
+  if (it == live_.end()) return false;
+  it->second->data = contents;
+  it->second->durable = std::move(contents);
+  return true;
+}
+
+std::string MemFileSystem::Contents(const std::string& path) {
+  absl::MutexLock l(&mu_);
+  auto it = live_.find(path);
+  return it == live_.end() ? std::string() : it->second->data;
+}
+
+uint64_t MemFileSystem::SyncCount() {
+  absl::MutexLock l(&mu_);
+  return sync_count_;
+}
+
+}  // namespace segkv::worker

@@ -1,0 +1,108 @@
+// An in-memory FileSystem that models what a crash keeps, for crash and
+// fault-injection tests.
+//
+// Model: every file has its current bytes and its durable bytes (as of its
+// last successful Sync()); every directory has its current entries and its
+// durable entries (as of its last SyncDir()). Crash() throws away everything
+// not durable: names revert to the durable directory entries (unsynced
+// creations vanish, unsynced renames and removals come undone), and each file
+// keeps its durable bytes plus a random prefix of the bytes appended after
+// them (a torn write). Handles opened before Crash() fail every call
+// afterwards, like the file descriptors of a dead process.
+//
+// Faults: appends or syncs can be made to fail with an errno after a number
+// of successful calls, and a capacity makes appends fail with ENOSPC after a
+// partial write, as a full disk does.
+//
+// Thread-safe.
+#ifndef SEGKV_WORKER_MEM_FS_H_
+#define SEGKV_WORKER_MEM_FS_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "worker/fs.h"
+
+namespace segkv::worker {
+
+class MemFileSystem : public FileSystem {
+ public:
+  MemFileSystem();
+  ~MemFileSystem() override;
+
+  absl::StatusOr<std::unique_ptr<WritableFile>> OpenWritable(
+      const std::string& path, bool truncate) override;
+  absl::StatusOr<std::unique_ptr<ReadableFile>> OpenReadable(
+      const std::string& path, uint64_t max_size) override;
+  absl::StatusOr<std::string> ReadFileToString(
+      const std::string& path) override;
+  absl::StatusOr<std::vector<std::string>> ListDir(
+      const std::string& dir) override;
+  absl::StatusOr<uint64_t> FileSize(const std::string& path) override;
+  absl::Status Remove(const std::string& path) override;
+  absl::Status Rename(const std::string& from, const std::string& to) override;
+  absl::Status SyncDir(const std::string& dir) override;
+  absl::Status CreateDir(const std::string& dir) override;
+  bool Exists(const std::string& path) override;
+
+  // Loses everything not durable (see the file comment). `seed` picks how
+  // much of each file's unsynced tail survives; with `keep_unsynced` false
+  // none of it does.
+  void Crash(uint64_t seed, bool keep_unsynced = true);
+
+  // After `n` more successful appends, every append fails with `err` (after
+  // writing a prefix of its data). n < 0 disables.
+  void FailAppendsAfter(int64_t n, int err);
+  // After `n` more successful syncs (file or directory), every sync fails
+  // with `err`. n < 0 disables.
+  void FailSyncsAfter(int64_t n, int err);
+  // Total bytes all files may hold; appends beyond it write what fits and
+  // fail with ENOSPC. 0 = unlimited.
+  void SetCapacity(uint64_t bytes);
+
+  // Direct access for corruption tests: replaces the file's current and
+  // durable bytes alike. Returns false if the file does not exist.
+  bool OverwriteFile(const std::string& path, std::string contents);
+  // Current bytes of `path` (empty if missing).
+  std::string Contents(const std::string& path);
+  uint64_t SyncCount();
+
+ private:
+  struct Inode {
+    std::string data;
+    std::string durable;
+    // Set when a truncation cut into durable bytes without a sync after it:
+    // a crash then restores the durable bytes whole.
+    bool rewritten = false;
+  };
+  class File;
+  class Reader;
+
+  static std::string ParentDir(const std::string& path);
+  absl::Status CheckGeneration(uint64_t generation) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t TotalBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status MaybeFailSync(const std::string& what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  // Files by full path: what a process sees now, and what survives a crash.
+  std::map<std::string, std::shared_ptr<Inode>> live_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Inode>> durable_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> dirs_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t appends_before_failure_ ABSL_GUARDED_BY(mu_) = -1;
+  int append_errno_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t syncs_before_failure_ ABSL_GUARDED_BY(mu_) = -1;
+  int sync_errno_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t sync_count_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace segkv::worker
+
+#endif  // SEGKV_WORKER_MEM_FS_H_
