@@ -36,6 +36,10 @@ class WritableFile {
   virtual absl::Status Append(absl::string_view data) = 0;
   // fdatasync(2): makes every byte appended so far durable.
   virtual absl::Status Sync() = 0;
+  // A hint: start writing bytes [offset, offset + n) back to the disk now,
+  // without waiting (sync_file_range(2) SYNC_FILE_RANGE_WRITE), so a later
+  // Sync() has little left to do. Durability still needs Sync().
+  virtual void StartWriteback(uint64_t offset, uint64_t n) {}
   // Sets the file's length to `size`; the next Append() writes there.
   virtual absl::Status Truncate(uint64_t size) = 0;
   // Bytes in the file as this handle knows them (appended or truncated).

@@ -6,18 +6,18 @@
 
 namespace segkv::worker {
 
-void HashIndex::ChunkDeleter::operator()(Bucket* p) const { std::free(p); }
+void HashIndex::ChunkDeleter::operator()(void* p) const { std::free(p); }
 
-HashIndex::Chunk HashIndex::NewChunk() {
-  void* p = std::aligned_alloc(64, kChunkBuckets * sizeof(Bucket));
+void* HashIndex::AllocZeroed(size_t bytes) {
+  void* p = std::aligned_alloc(64, bytes);
   if (p == nullptr) throw std::bad_alloc();
-  std::memset(p, 0, kChunkBuckets * sizeof(Bucket));
-  return Chunk(static_cast<Bucket*>(p));
+  std::memset(p, 0, bytes);
+  return p;
 }
 
 HashIndex::HashIndex() {
   num_buckets_ = uint64_t{1} << kInitialLevel;
-  chunks_.push_back(NewChunk());
+  chunks_.emplace_back(static_cast<Bucket*>(AllocZeroed(kChunkBuckets * sizeof(Bucket))));
   low_mask_ = (uint64_t{1} << level_) - 1;
   high_mask_ = (uint64_t{1} << (level_ + 1)) - 1;
 }
@@ -25,43 +25,47 @@ HashIndex::HashIndex() {
 HashIndex::~HashIndex() = default;
 
 uint64_t HashIndex::MemoryBytes() const {
-  return (chunks_.size() + overflow_chunks_.size()) * kChunkBuckets *
-             sizeof(Bucket) +
-         (chunks_.capacity() + overflow_chunks_.capacity()) * sizeof(Chunk) +
-         overflow_free_.capacity() * sizeof(uint32_t) +
+  return chunks_.size() * kChunkBuckets * sizeof(Bucket) +
+         node_chunks_.size() * kChunkNodes * sizeof(Node) +
+         chunks_.capacity() * sizeof(Chunk) +
+         node_chunks_.capacity() * sizeof(NodeChunk) +
+         node_free_.capacity() * sizeof(uint32_t) +
          scratch_.capacity() * sizeof(scratch_[0]);
 }
 
-uint32_t HashIndex::AllocOverflow() {
-  if (!overflow_free_.empty()) {
-    uint32_t ref = overflow_free_.back();
-    overflow_free_.pop_back();
+uint32_t HashIndex::AllocNode() {
+  if (!node_free_.empty()) {
+    uint32_t ref = node_free_.back();
+    node_free_.pop_back();
     return ref;
   }
-  if ((overflow_used_ & (kChunkBuckets - 1)) == 0) {
-    overflow_chunks_.push_back(NewChunk());
+  if ((nodes_used_ & (kChunkNodes - 1)) == 0) {
+    node_chunks_.emplace_back(static_cast<Node*>(AllocZeroed(kChunkNodes * sizeof(Node))));
   }
-  return static_cast<uint32_t>(++overflow_used_);
+  return static_cast<uint32_t>(++nodes_used_);
 }
 
 void HashIndex::Place(uint64_t index, uint32_t fp, uint64_t address) {
   Bucket* b = BucketAt(index);
-  for (;;) {
-    for (int i = 0; i < kSlots; ++i) {
-      if (b->address(i) == 0) {
-        b->Set(i, fp, address);
-        return;
-      }
-    }
-    if (b->overflow == 0) {
-      const uint32_t ref = AllocOverflow();
-      b->overflow = ref;  // AllocOverflow never moves existing buckets
-      b = OverflowBucket(ref);
-      b->Set(0, fp, address);
+  for (int i = 0; i < kSlots; ++i) {
+    if (b->address(i) == 0) {
+      b->Set(i, fp, address);
       return;
     }
-    b = OverflowBucket(b->overflow);
   }
+  for (uint32_t ref = b->overflow; ref != 0;) {
+    Node* n = NodeAt(ref);
+    if (n->address() == 0) {
+      n->Set(fp, address);
+      return;
+    }
+    ref = n->next;
+  }
+  const uint32_t ref = AllocNode();
+  Node* n = NodeAt(ref);
+  n->Set(fp, address);
+  n->next = b->overflow;
+  b->overflow = ref;
 }
 
 void HashIndex::Insert(uint32_t fp, uint64_t address) {
@@ -75,7 +79,11 @@ void HashIndex::Insert(uint32_t fp, uint64_t address) {
 }
 
 void HashIndex::Erase(const Position& pos) {
-  pos.bucket->Set(pos.slot, 0, 0);
+  if (pos.node != nullptr) {
+    pos.node->Set(0, 0);  // stays in its chain for reuse until the next split
+  } else {
+    pos.bucket->Set(pos.slot, 0, 0);
+  }
   --count_;
 }
 
@@ -94,26 +102,26 @@ bool HashIndex::ReplaceExact(uint32_t fp, uint64_t old_address,
 void HashIndex::SplitOne() {
   const uint64_t from = split_;
   const uint64_t to = split_ + (uint64_t{1} << level_);
-  if ((to >> kChunkBits) >= chunks_.size()) chunks_.push_back(NewChunk());
+  const uint32_t bit = uint32_t{1} << level_;
+  if ((to >> kChunkBits) >= chunks_.size()) {
+    chunks_.emplace_back(static_cast<Bucket*>(AllocZeroed(kChunkBuckets * sizeof(Bucket))));
+  }
 
-  // Take every entry out of the chain being split, freeing its overflow
-  // buckets, then place each by fingerprint bit `level_`.
+  // Take every entry out of the chain being split, freeing its nodes, then
+  // place each by fingerprint bit `level_`.
   scratch_.clear();
   Bucket* b = BucketAt(from);
-  uint32_t next = b->overflow;
   for (int i = 0; i < kSlots; ++i) {
     if (b->address(i) != 0) scratch_.emplace_back(b->fp[i], b->address(i));
   }
-  std::memset(static_cast<void*>(b), 0, sizeof(Bucket));
-  while (next != 0) {
-    Bucket* o = OverflowBucket(next);
-    for (int i = 0; i < kSlots; ++i) {
-      if (o->address(i) != 0) scratch_.emplace_back(o->fp[i], o->address(i));
-    }
-    overflow_free_.push_back(next);
-    next = o->overflow;
-    std::memset(static_cast<void*>(o), 0, sizeof(Bucket));
+  for (uint32_t ref = b->overflow; ref != 0;) {
+    Node* n = NodeAt(ref);
+    if (n->address() != 0) scratch_.emplace_back(n->fp, n->address());
+    node_free_.push_back(ref);
+    ref = n->next;
+    std::memset(static_cast<void*>(n), 0, sizeof(Node));
   }
+  std::memset(static_cast<void*>(b), 0, sizeof(Bucket));
 
   ++num_buckets_;
   if (++split_ == (uint64_t{1} << level_)) {
@@ -122,7 +130,6 @@ void HashIndex::SplitOne() {
     low_mask_ = (uint64_t{1} << level_) - 1;
     high_mask_ = (uint64_t{1} << (level_ + 1)) - 1;
   }
-  const uint32_t bit = uint32_t{1} << (to == from ? 0 : __builtin_ctzll(to - from));
   for (const auto& [fp, address] : scratch_) {
     Place((fp & bit) ? to : from, fp, address);
   }

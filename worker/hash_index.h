@@ -6,15 +6,15 @@
 // Layout (docs/format/index.md has the full rationale):
 //  - A bucket is one 64-byte cache line of 6 slots. A slot is a 32-bit
 //    fingerprint (the high half of the key's 64-bit hash) plus a 48-bit log
-//    address; address 0 marks an empty slot. A bucket that fills up links an
-//    overflow bucket from a separate pool.
+//    address; address 0 marks an empty slot. Entries that do not fit go to
+//    16-byte overflow nodes chained from the bucket.
 //  - Growth is linear hashing: when the load passes kMaxLoad, exactly one
 //    bucket is split, moving its entries by one more fingerprint bit. The
 //    table therefore grows by one bucket at a time, never pauses to rehash,
 //    and never needs a key from the log to decide where an entry goes,
 //    because the bucket number is the low bits of the stored fingerprint.
-//  - Memory: 64 bytes per 6 * kMaxLoad keys plus overflow buckets, about
-//    13-15 bytes per key whatever the key size.
+//  - Memory: 64 bytes per 6 * kMaxLoad keys plus 16 bytes per overflowed
+//    entry, about 13-14 bytes per key whatever the key size.
 //
 // Not thread-safe: owned by the partition's single worker thread.
 #ifndef SEGKV_WORKER_HASH_INDEX_H_
@@ -36,7 +36,7 @@ class HashIndex {
     uint32_t fp[kSlots];       // 24 B: fingerprints
     uint32_t addr_lo[kSlots];  // 24 B: address bits 0..31
     uint16_t addr_hi[kSlots];  // 12 B: address bits 32..47
-    uint32_t overflow;         //  4 B: 1 + overflow pool index; 0 = none
+    uint32_t overflow;         //  4 B: first overflow node; 0 = none
 
     uint64_t address(int i) const {
       return (uint64_t{addr_hi[i]} << 32) | addr_lo[i];
@@ -49,12 +49,31 @@ class HashIndex {
   };
   static_assert(sizeof(Bucket) == 64, "a bucket is one cache line");
 
-  // Where an entry lives. Valid until the next Insert() or Erase().
+  // One entry that did not fit in its bucket.
+  struct Node {
+    uint32_t fp;       // 4 B
+    uint32_t addr_lo;  // 4 B
+    uint16_t addr_hi;  // 2 B
+    uint16_t unused;   // 2 B
+    uint32_t next;     // 4 B: next node of the chain; 0 = end
+
+    uint64_t address() const { return (uint64_t{addr_hi} << 32) | addr_lo; }
+    void Set(uint32_t f, uint64_t a) {
+      fp = f;
+      addr_lo = static_cast<uint32_t>(a);
+      addr_hi = static_cast<uint16_t>(a >> 32);
+    }
+  };
+  static_assert(sizeof(Node) == 16);
+
+  // Where an entry lives: a bucket slot or an overflow node. Valid until
+  // the next Insert() or Erase().
   struct Position {
     Bucket* bucket = nullptr;
     int slot = 0;
-    uint64_t address = 0;  // 0 = not found
-    bool found() const { return bucket != nullptr; }
+    Node* node = nullptr;
+    uint64_t address = 0;
+    bool found() const { return bucket != nullptr || node != nullptr; }
   };
 
   HashIndex();
@@ -73,20 +92,32 @@ class HashIndex {
   template <typename Match>
   Position Find(uint32_t fp, Match&& matches) {
     Bucket* b = Home(fp);
-    for (;;) {
-      for (int i = 0; i < kSlots; ++i) {
-        if (b->fp[i] != fp) continue;
-        const uint64_t a = b->address(i);
-        if (a != 0 && matches(a)) return Position{b, i, a};
-      }
-      if (b->overflow == 0) return Position{};
-      b = OverflowBucket(b->overflow);
+    for (int i = 0; i < kSlots; ++i) {
+      if (b->fp[i] != fp) continue;
+      const uint64_t a = b->address(i);
+      if (a != 0 && matches(a)) return Position{b, i, nullptr, a};
     }
+    for (uint32_t ref = b->overflow; ref != 0;) {
+      Node* n = NodeAt(ref);
+      if (n->fp == fp) {
+        const uint64_t a = n->address();
+        if (a != 0 && matches(a)) return Position{nullptr, 0, n, a};
+      }
+      ref = n->next;
+    }
+    return Position{};
   }
+
+  // Starts loading the bucket `fp` lives in, to overlap cache misses.
+  void Prefetch(uint32_t fp) const { __builtin_prefetch(Home(fp)); }
 
   // Points a found entry at a new address (non-zero).
   void Update(const Position& pos, uint64_t address) {
-    pos.bucket->Set(pos.slot, pos.bucket->fp[pos.slot], address);
+    if (pos.node != nullptr) {
+      pos.node->Set(pos.node->fp, address);
+    } else {
+      pos.bucket->Set(pos.slot, pos.bucket->fp[pos.slot], address);
+    }
   }
   // Adds an entry for a key known to be absent. May split one bucket.
   void Insert(uint32_t fp, uint64_t address);
@@ -103,20 +134,20 @@ class HashIndex {
   void ForEach(F&& f) const {
     for (uint64_t i = 0; i < num_buckets_; ++i) {
       const Bucket* b = BucketAt(i);
-      for (;;) {
-        for (int s = 0; s < kSlots; ++s) {
-          if (b->address(s) != 0) f(b->fp[s], b->address(s));
-        }
-        if (b->overflow == 0) break;
-        b = OverflowBucket(b->overflow);
+      for (int s = 0; s < kSlots; ++s) {
+        if (b->address(s) != 0) f(b->fp[s], b->address(s));
+      }
+      for (uint32_t ref = b->overflow; ref != 0; ref = NodeAt(ref)->next) {
+        const Node* n = NodeAt(ref);
+        if (n->address() != 0) f(n->fp, n->address());
       }
     }
   }
 
   uint64_t size() const { return count_; }
   uint64_t num_buckets() const { return num_buckets_; }
-  uint64_t num_overflow_buckets() const {
-    return overflow_used_ - overflow_free_.size();
+  uint64_t num_overflow_nodes() const {
+    return nodes_used_ - node_free_.size();
   }
   // Bytes of heap this index holds (buckets, overflow pool, directories).
   uint64_t MemoryBytes() const;
@@ -126,20 +157,23 @@ class HashIndex {
  private:
   static constexpr int kChunkBits = 14;  // 16 Ki buckets = 1 MiB per chunk
   static constexpr uint64_t kChunkBuckets = uint64_t{1} << kChunkBits;
+  static constexpr int kNodeChunkBits = 16;  // 64 Ki nodes = 1 MiB per chunk
+  static constexpr uint64_t kChunkNodes = uint64_t{1} << kNodeChunkBits;
   static constexpr int kInitialLevel = 4;
   static constexpr int kMaxLevel = 32;  // all fingerprint bits in use
 
   struct ChunkDeleter {
-    void operator()(Bucket* p) const;
+    void operator()(void* p) const;
   };
   using Chunk = std::unique_ptr<Bucket[], ChunkDeleter>;
+  using NodeChunk = std::unique_ptr<Node[], ChunkDeleter>;
 
   Bucket* BucketAt(uint64_t i) const {
     return &chunks_[i >> kChunkBits][i & (kChunkBuckets - 1)];
   }
-  Bucket* OverflowBucket(uint32_t ref) const {
+  Node* NodeAt(uint32_t ref) const {
     const uint64_t i = ref - 1;
-    return &overflow_chunks_[i >> kChunkBits][i & (kChunkBuckets - 1)];
+    return &node_chunks_[i >> kNodeChunkBits][i & (kChunkNodes - 1)];
   }
   uint64_t HomeIndex(uint32_t fp) const {
     uint64_t b = fp & low_mask_;
@@ -148,16 +182,16 @@ class HashIndex {
   }
   Bucket* Home(uint32_t fp) const { return BucketAt(HomeIndex(fp)); }
 
-  static Chunk NewChunk();
-  uint32_t AllocOverflow();
+  static void* AllocZeroed(size_t bytes);
+  uint32_t AllocNode();
   // Places an entry in bucket `index`'s chain without touching count_.
   void Place(uint64_t index, uint32_t fp, uint64_t address);
   void SplitOne();
 
   std::vector<Chunk> chunks_;
-  std::vector<Chunk> overflow_chunks_;
-  std::vector<uint32_t> overflow_free_;
-  uint64_t overflow_used_ = 0;  // overflow slots ever handed out
+  std::vector<NodeChunk> node_chunks_;
+  std::vector<uint32_t> node_free_;
+  uint64_t nodes_used_ = 0;  // nodes ever handed out (refs 1..nodes_used_)
   uint64_t num_buckets_ = 0;
   int level_ = kInitialLevel;
   uint64_t split_ = 0;  // next bucket to split at this level

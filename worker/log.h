@@ -25,6 +25,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/fs.h"
@@ -43,6 +44,9 @@ struct LogOptions {
   uint64_t max_value_size = 16ull << 20;
   // Flush() is due once this many bytes are buffered.
   size_t buffer_size = 1 << 20;
+  // Flush() also syncs once this many written bytes are not yet durable
+  // (0: never; only Sync() and Seal() do).
+  uint64_t max_unsynced_bytes = 8 << 20;
 };
 
 struct LogRecoveryStats {
@@ -55,10 +59,18 @@ struct LogRecoveryStats {
 
 class Log {
  public:
-  // Called for every valid record in address order during Open. `record`
-  // is the whole record (header, key, value), valid only during the call.
-  using Visitor = absl::FunctionRef<absl::Status(
-      uint64_t address, const RecordHeader& header, absl::string_view record)>;
+  // A valid record met during recovery. `record` is the whole record
+  // (header, key, value).
+  struct ScannedRecord {
+    uint64_t address;
+    RecordHeader header;
+    absl::string_view record;
+  };
+  // Called with runs of valid records in address order during Recover(),
+  // a few dozen at a time so the visitor can prefetch ahead. The views are
+  // valid only during the call.
+  using Visitor =
+      absl::FunctionRef<absl::Status(absl::Span<const ScannedRecord> records)>;
 
   // A log over options.dir; does no I/O. Call Recover() before anything
   // else.

@@ -1,5 +1,6 @@
 #include "worker/partition.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -81,10 +82,11 @@ absl::Status Partition::Recover() {
   lo.segment_size = options_.segment_size;
   lo.max_value_size = options_.max_value_size;
   lo.buffer_size = options_.write_buffer_size;
+  lo.max_unsynced_bytes = options_.max_unsynced_bytes;
   log_ = std::make_unique<Log>(lo);
   absl::Status s = log_->Recover(
-      [this](uint64_t address, const RecordHeader& h, absl::string_view rec) {
-        return ReplayRecord(address, h, rec);
+      [this](absl::Span<const Log::ScannedRecord> records) {
+        return ReplayRecords(records);
       },
       &recovery_);
   if (!s.ok()) return s;
@@ -107,10 +109,34 @@ SegmentUsage& Partition::UsageOf(uint64_t address) {
   return usage_[id];
 }
 
-absl::Status Partition::ReplayRecord(uint64_t address, const RecordHeader& h,
-                                     absl::string_view rec) {
-  absl::string_view key = rec.substr(format::kRecordHeaderSize, h.key_len);
-  const uint32_t fp = HashIndex::Fingerprint(KeyHash(key));
+absl::Status Partition::ReplayRecords(
+    absl::Span<const Log::ScannedRecord> records) {
+  // Replay is bound by two cache misses per record (its bucket, and the
+  // record the bucket points at); start all the bucket loads of the run
+  // first so they overlap.
+  uint32_t fps[64];
+  const size_t n = std::min<size_t>(records.size(), 64);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& r = records[i];
+    fps[i] = HashIndex::Fingerprint(KeyHash(
+        r.record.substr(format::kRecordHeaderSize, r.header.key_len)));
+    index_.Prefetch(fps[i]);
+  }
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    const uint32_t fp = i < n ? fps[i]
+                              : HashIndex::Fingerprint(KeyHash(r.record.substr(
+                                    format::kRecordHeaderSize, r.header.key_len)));
+    if (absl::Status s = ReplayRecord(fp, r); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Partition::ReplayRecord(uint32_t fp,
+                                     const Log::ScannedRecord& rec) {
+  const RecordHeader& h = rec.header;
+  const uint64_t address = rec.address;
+  absl::string_view key = rec.record.substr(format::kRecordHeaderSize, h.key_len);
   RecordHeader cur;
   auto pos = FindKey(fp, key, &cur);
   if (!pos.ok()) return pos.status();
@@ -143,6 +169,9 @@ absl::StatusOr<HashIndex::Position> Partition::FindKey(uint32_t fp,
       return true;  // stop the search; reported below
     }
     RecordHeader candidate = PeekHeader(hdr->data());
+    // The key and value follow; start loading the lines they sit on.
+    __builtin_prefetch(hdr->data() + 64);
+    __builtin_prefetch(hdr->data() + 128);
     if (candidate.key_len != key.size()) return false;
     auto stored = log_->Read(address + format::kRecordHeaderSize, key.size());
     if (!stored.ok()) {
@@ -195,9 +224,21 @@ WriteResult Partition::ApplyOne(const WriteOp& op) {
     return r;
   }
   const uint32_t fp = HashIndex::Fingerprint(KeyHash(op.key));
+  index_.Prefetch(fp);
+  // Copy the record to the tail while the bucket loads; its version,
+  // previous address and CRC follow once the lookup is done. If the op
+  // turns out to write nothing, the bytes are dropped again.
+  absl::string_view value = put ? op.value : absl::string_view();
+  const uint64_t size = RecordSize(op.key.size(), value.size());
+  const uint64_t address = log_->Append(size);
+  EncodeRecordBody(put ? RecordType::kPut : RecordType::kDelete, op.key, value,
+                   log_->BufferAt(address));
+  auto drop = [&] { log_->TruncateTo(address).IgnoreError(); };
+
   RecordHeader cur;
   auto pos = FindKey(fp, op.key, &cur);
   if (!pos.ok()) {
+    drop();
     r.status = pos.status();
     return r;
   }
@@ -205,27 +246,28 @@ WriteResult Partition::ApplyOne(const WriteOp& op) {
   r.previous_version = r.existed ? cur.seq : 0;
   if (op.expected_version.has_value() &&
       *op.expected_version != r.previous_version) {
+    drop();
     r.status = absl::FailedPreconditionError(
         absl::StrCat("version mismatch: expected ", *op.expected_version,
                      ", current ", r.previous_version));
     return r;
   }
   if (op.return_previous && r.existed) {
-    auto value = log_->Read(
+    auto old = log_->Read(
         pos->address + format::kRecordHeaderSize + cur.key_len, cur.value_len);
-    if (!value.ok()) {
-      r.status = value.status();
+    if (!old.ok()) {
+      drop();
+      r.status = old.status();
       return r;
     }
-    r.previous_value.assign(value->data(), value->size());
+    r.previous_value.assign(old->data(), old->size());
   }
-  if (!put && !r.existed) return r;  // nothing to delete
+  if (!put && !r.existed) {  // nothing to delete
+    drop();
+    return r;
+  }
 
-  absl::string_view value = put ? op.value : absl::string_view();
-  const uint64_t size = RecordSize(op.key.size(), value.size());
-  const uint64_t address = log_->Append(size);
-  EncodeRecord(put ? RecordType::kPut : RecordType::kDelete, next_version_,
-               pos->address, op.key, value, log_->BufferAt(address));
+  FinishRecord(next_version_, pos->address, size, log_->BufferAt(address));
   r.version = next_version_++;
   UsageOf(address).total_bytes += size;
   if (r.existed) UsageOf(pos->address).live_bytes -= cur.size();
@@ -277,10 +319,15 @@ absl::Status Partition::ApplyBatch(std::span<const WriteOp> ops,
                                    std::vector<WriteResult>* results) {
   results->clear();
   results->resize(ops.size());
+  return ApplyOps(ops, results->data());
+}
+
+absl::Status Partition::ApplyOps(std::span<const WriteOp> ops,
+                                 WriteResult* results) {
   auto fail_from = [&](size_t first, const absl::Status& s) {
     for (size_t k = first; k < ops.size(); ++k) {
-      (*results)[k] = WriteResult{};
-      (*results)[k].status = s;
+      results[k] = WriteResult{};
+      results[k].status = s;
     }
     return s;
   };
@@ -311,10 +358,14 @@ absl::Status Partition::ApplyBatch(std::span<const WriteOp> ops,
       if (absl::Status s = log_->Seal(); !s.ok()) return fail_from(i, s);
       continue;
     }
+    // Overlap the index cache misses of the whole group.
+    for (size_t k = i; k < j && k < i + 64; ++k) {
+      index_.Prefetch(HashIndex::Fingerprint(KeyHash(ops[k].key)));
+    }
     const uint64_t group_address = log_->tail();
     const uint64_t group_version = next_version_;
     undo_.clear();
-    for (size_t k = i; k < j; ++k) (*results)[k] = ApplyOne(ops[k]);
+    for (size_t k = i; k < j; ++k) results[k] = ApplyOne(ops[k]);
     absl::Status commit = options_.durability == Durability::kAlways
                               ? log_->Sync()
                               : log_->FlushIfFull();
@@ -329,11 +380,10 @@ absl::Status Partition::ApplyBatch(std::span<const WriteOp> ops,
 }
 
 absl::StatusOr<WriteResult> Partition::Write(const WriteOp& op) {
-  std::vector<WriteResult> results;
-  absl::Status s = ApplyBatch(std::span<const WriteOp>(&op, 1), &results);
-  if (!results[0].status.ok()) return results[0].status;
-  if (!s.ok()) return s;
-  return std::move(results[0]);
+  WriteResult result;
+  ApplyOps(std::span<const WriteOp>(&op, 1), &result).IgnoreError();
+  if (!result.status.ok()) return result.status;
+  return result;
 }
 
 absl::StatusOr<WriteResult> Partition::Put(absl::string_view key,

@@ -12,8 +12,11 @@
 //  - kInterval: writes reach the file and fdatasync at most
 //    `sync_interval` apart; the owner calls Tick() when idle so an idle
 //    partition still syncs. A crash loses at most about one interval.
-//  - kNone: the OS decides; a crash can lose the tail buffer and page cache.
-// Sealing a segment and Close() always sync, whatever the policy.
+//  - kNone: no fdatasync per write; a crash can lose the tail buffer and
+//    the unsynced bytes in the page cache.
+// Whatever the policy, the log syncs once max_unsynced_bytes have been
+// written since the last sync (bounding what a crash can lose and keeping
+// each fdatasync short), when it seals a segment, and in Close().
 //
 // Reads see every applied write, including those still in the tail buffer.
 //
@@ -50,6 +53,7 @@ struct PartitionOptions {
   uint64_t segment_size = 128ull << 20;
   uint64_t max_value_size = 16ull << 20;  // at most 1 GiB
   size_t write_buffer_size = 1 << 20;
+  uint64_t max_unsynced_bytes = 8 << 20;  // 0: no such bound
   Durability durability = Durability::kAlways;
   absl::Duration sync_interval = absl::Milliseconds(100);
 };
@@ -165,12 +169,13 @@ class Partition {
 
   explicit Partition(const PartitionOptions& options);
   absl::Status Recover();
-  absl::Status ReplayRecord(uint64_t address, const RecordHeader& h,
-                            absl::string_view record);
+  absl::Status ReplayRecords(absl::Span<const Log::ScannedRecord> records);
+  absl::Status ReplayRecord(uint32_t fp, const Log::ScannedRecord& rec);
   // Finds the index entry for `key`; fills *h with its record's header.
   absl::StatusOr<HashIndex::Position> FindKey(uint32_t fp, absl::string_view key,
                                               RecordHeader* h);
   absl::Status ValidateKey(absl::string_view key) const;
+  absl::Status ApplyOps(std::span<const WriteOp> ops, WriteResult* results);
   WriteResult ApplyOne(const WriteOp& op);
   void Rollback(uint64_t group_start_address, uint64_t group_start_version);
   absl::Status MaybeIntervalSync();

@@ -37,6 +37,10 @@ class PosixWritableFile : public WritableFile {
     return absl::OkStatus();
   }
 
+  void StartWriteback(uint64_t offset, uint64_t n) override {
+    ::sync_file_range(fd_, offset, n, SYNC_FILE_RANGE_WRITE);
+  }
+
   absl::Status Truncate(uint64_t size) override {
     if (::ftruncate(fd_, size) != 0) {
       return ErrnoToStatus(errno, "ftruncate", path_);

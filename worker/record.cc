@@ -10,20 +10,29 @@ namespace segkv::worker {
 
 using format::RecordType;
 
-void EncodeRecord(RecordType type, uint64_t seq, uint64_t prev_address,
-                  absl::string_view key, absl::string_view value, char* dst) {
+void EncodeRecordBody(RecordType type, absl::string_view key,
+                      absl::string_view value, char* dst) {
   dst[format::kRecType] = static_cast<char>(type);
   dst[format::kRecFlags] = 0;
   EncodeFixed16(dst + format::kRecKeyLen, static_cast<uint16_t>(key.size()));
   EncodeFixed32(dst + format::kRecValueLen, static_cast<uint32_t>(value.size()));
   EncodeFixed32(dst + format::kRecReserved, 0);
-  EncodeFixed64(dst + format::kRecSeq, seq);
-  EncodeFixed64(dst + format::kRecPrevAddress, prev_address);
   char* body = dst + format::kRecordHeaderSize;
   std::memcpy(body, key.data(), key.size());
   if (!value.empty()) std::memcpy(body + key.size(), value.data(), value.size());
-  const size_t covered = RecordSize(key.size(), value.size()) - 4;
-  EncodeFixed32(dst + format::kRecCrc, crc32c::Value(dst + 4, covered));
+}
+
+void FinishRecord(uint64_t seq, uint64_t prev_address, uint64_t record_size,
+                  char* dst) {
+  EncodeFixed64(dst + format::kRecSeq, seq);
+  EncodeFixed64(dst + format::kRecPrevAddress, prev_address);
+  EncodeFixed32(dst + format::kRecCrc, crc32c::Value(dst + 4, record_size - 4));
+}
+
+void EncodeRecord(RecordType type, uint64_t seq, uint64_t prev_address,
+                  absl::string_view key, absl::string_view value, char* dst) {
+  EncodeRecordBody(type, key, value, dst);
+  FinishRecord(seq, prev_address, RecordSize(key.size(), value.size()), dst);
 }
 
 bool DecodeRecordHeader(const char* p, uint64_t max_value_size,

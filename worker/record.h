@@ -34,6 +34,14 @@ inline uint64_t RecordSize(size_t key_len, size_t value_len) {
 void EncodeRecord(format::RecordType type, uint64_t seq, uint64_t prev_address,
                   absl::string_view key, absl::string_view value, char* dst);
 
+// The same in two steps, so the bytes can be copied before seq and
+// prev_address are known: EncodeRecordBody writes everything but those and
+// the CRC; FinishRecord writes them and computes the CRC.
+void EncodeRecordBody(format::RecordType type, absl::string_view key,
+                      absl::string_view value, char* dst);
+void FinishRecord(uint64_t seq, uint64_t prev_address, uint64_t record_size,
+                  char* dst);
+
 // Decodes the header at `p` (kRecordHeaderSize readable bytes) and checks
 // every field the CRC cannot vouch for yet: known type, zero flags and
 // reserved bytes, key_len in 1..kMaxKeySize, value_len <= max_value_size and
