@@ -100,6 +100,7 @@ absl::Status Partition::Recover() {
     next_sync_ = absl::Now() + options_.sync_interval;
   }
   recovery_seconds_ = absl::ToDoubleSeconds(absl::Now() - start);
+  closed_ = false;
   return absl::OkStatus();
 }
 
@@ -406,7 +407,7 @@ absl::Status Partition::Tick() {
 }
 
 absl::Status Partition::Close() {
-  if (closed_ || log_ == nullptr) return absl::OkStatus();
+  if (closed_) return absl::OkStatus();
   closed_ = true;
   return log_->Sync();
 }

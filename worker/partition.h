@@ -190,7 +190,7 @@ class Partition {
   std::vector<std::pair<uint32_t, uint64_t>> replay_tombstones_;
   uint64_t next_version_ = 1;
   absl::Time next_sync_ = absl::InfiniteFuture();
-  bool closed_ = false;
+  bool closed_ = true;  // until Recover() succeeds
   LogRecoveryStats recovery_;
   double recovery_seconds_ = 0;
 };
