@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -100,7 +101,11 @@ bool ParseSegmentFileName(absl::string_view name, uint64_t* id) {
       name.substr(24) != ".log") {
     return false;
   }
-  return absl::SimpleAtoi(name.substr(4, 20), id);
+  const absl::string_view digits = name.substr(4, 20);
+  for (char c : digits) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return absl::SimpleAtoi(digits, id);
 }
 
 }  // namespace segkv::worker

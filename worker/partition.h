@@ -71,10 +71,16 @@ struct WriteOp {
   bool return_previous = false;
 
   static WriteOp Put(absl::string_view key, absl::string_view value) {
-    return WriteOp{.type = Type::kPut, .key = key, .value = value};
+    WriteOp op;
+    op.key = key;
+    op.value = value;
+    return op;
   }
   static WriteOp Delete(absl::string_view key) {
-    return WriteOp{.type = Type::kDelete, .key = key};
+    WriteOp op;
+    op.type = Type::kDelete;
+    op.key = key;
+    return op;
   }
 };
 

@@ -190,6 +190,11 @@ absl::Status PosixFileSystem::CreateDir(const std::string& dir) {
       return ErrnoToStatus(errno, "mkdir", prefix);
     }
   }
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) return ErrnoToStatus(errno, "stat", dir);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, " exists and is not a directory"));
+  }
   return absl::OkStatus();
 }
 
