@@ -156,7 +156,7 @@ absl::Status Log::RemoveOrphan(const std::string& name, uint64_t id,
     for (uint64_t off = format::kSegmentHeaderSize; off < data->size(); ++off) {
       RecordHeader h;
       if (CheckRecord(data->data() + off, data->size() - off,
-                      options_.max_value_size, &h)
+                      format::kMaxValueSizeLimit, &h)
               .empty()) {
         return absl::DataLossError(absl::StrCat(
             path, ": segment ", id, " is not in the MANIFEST but holds records"));
@@ -300,14 +300,14 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, Visitor visit,
   while (off < limit) {
     RecordHeader h;
     absl::string_view why =
-        CheckRecord(base + off, limit - off, options_.max_value_size, &h);
+        CheckRecord(base + off, limit - off, format::kMaxValueSizeLimit, &h);
     if (!why.empty()) {
       if (absl::Status s = deliver(); !s.ok()) return s;
       if (!active) return absl::DataLossError(absl::StrCat(where(off), ": ", why));
       // Active segment: a torn tail has no valid record after the damage.
       for (uint64_t p = off + 1; p + format::kRecordHeaderSize <= limit; ++p) {
         RecordHeader later;
-        if (CheckRecord(base + p, limit - p, options_.max_value_size, &later)
+        if (CheckRecord(base + p, limit - p, format::kMaxValueSizeLimit, &later)
                 .empty()) {
           return absl::DataLossError(absl::StrCat(
               where(off), ": ", why, ", followed by a valid record at offset ",
@@ -453,6 +453,62 @@ absl::Status Log::TruncateTo(uint64_t address) {
     buffer_base_ = address;
   }
   tail_ = address;
+  return absl::OkStatus();
+}
+
+uint64_t Log::First() const {
+  for (const auto& seg : segments_) {
+    if (seg != nullptr) {
+      return seg->info.id * segment_size_ + format::kSegmentHeaderSize;
+    }
+  }
+  return tail_;
+}
+
+uint64_t Log::Skip(uint64_t address) const {
+  if (address >= tail_) return tail_;
+  uint64_t id = address / segment_size_;
+  const uint64_t offset = address - id * segment_size_;
+  const Segment* seg = SegmentById(id);
+  if (seg != nullptr && offset >= format::kSegmentHeaderSize &&
+      (id == active_id_ || offset < seg->info.end_offset)) {
+    return address;
+  }
+  if (seg != nullptr && offset < format::kSegmentHeaderSize) {
+    return id * segment_size_ + format::kSegmentHeaderSize;
+  }
+  for (++id; id <= active_id_; ++id) {
+    if (SegmentById(id) != nullptr) {
+      return id * segment_size_ + format::kSegmentHeaderSize;
+    }
+  }
+  return tail_;
+}
+
+absl::Status Log::RecordAt(uint64_t address, RecordHeader* header,
+                           absl::string_view* record) const {
+  const uint64_t id = address / segment_size_;
+  const Segment* seg = SegmentById(id);
+  const uint64_t offset = address - id * segment_size_;
+  uint64_t end = 0;  // end of the written data of that segment
+  if (seg != nullptr) end = id == active_id_ ? tail_ - id * segment_size_ : seg->info.end_offset;
+  if (seg == nullptr || offset < format::kSegmentHeaderSize || offset >= end) {
+    return absl::InvalidArgumentError(absl::StrCat("no record at address ", address));
+  }
+  const uint64_t avail = end - offset;
+  auto hdr = Read(address, std::min<uint64_t>(avail, format::kRecordHeaderSize));
+  if (!hdr.ok()) return hdr.status();
+  if (hdr->size() < format::kRecordHeaderSize ||
+      !DecodeRecordHeader(hdr->data(), format::kMaxValueSizeLimit, header) ||
+      header->size() > avail) {
+    return absl::InvalidArgumentError(absl::StrCat("no record at address ", address));
+  }
+  auto rec = Read(address, header->size());
+  if (!rec.ok()) return rec.status();
+  if (!RecordCrcMatches(rec->data(), *header)) {
+    return absl::InvalidArgumentError(absl::StrCat("no record at address ", address));
+  }
+  *record = *rec;
   return absl::OkStatus();
 }
 

@@ -41,6 +41,9 @@ struct LogOptions {
   // Used when the log is created; an existing log keeps the size recorded
   // in its MANIFEST.
   uint64_t segment_size = 128ull << 20;
+  // The largest value new writes may carry: a segment must hold one such
+  // record. Reading checks only the format's limit, so records written
+  // under a larger setting stay readable.
   uint64_t max_value_size = 16ull << 20;
   // Flush() is due once this many bytes are buffered.
   size_t buffer_size = 1 << 20;
@@ -103,6 +106,16 @@ class Log {
   absl::Status FlushIfFull() {
     return buffer_.size() >= buffer_size_ ? Flush() : absl::OkStatus();
   }
+  // Iteration for scans. First(): address of the first record slot. Skip(a):
+  // `a` itself if a record may start there, else the next address where one
+  // may (the start of the next existing segment), or tail() at the end.
+  uint64_t First() const;
+  uint64_t Skip(uint64_t address) const;
+  // The record at `address`, fully checked (lies within written data,
+  // valid header, CRC). INVALID_ARGUMENT if no valid record starts there.
+  absl::Status RecordAt(uint64_t address, RecordHeader* header,
+                        absl::string_view* record) const;
+
   // Flush() + fdatasync: everything below tail() is durable on success.
   absl::Status Sync();
   // Makes the active segment durable and sealed and starts the next one.

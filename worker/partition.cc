@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
@@ -396,6 +397,41 @@ absl::StatusOr<WriteResult> Partition::Delete(absl::string_view key) {
   return Write(WriteOp::Delete(key));
 }
 
+absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,
+                                          absl::string_view prefix,
+                                          size_t limit, bool keys_only,
+                                          uint64_t max_scan_bytes,
+                                          std::vector<ScanItem>* out) {
+  uint64_t address = log_->Skip(cursor == 0 ? log_->First() : cursor);
+  uint64_t scanned = 0;
+  size_t found = 0;
+  while (address < log_->tail() && found < limit && scanned < max_scan_bytes) {
+    RecordHeader h;
+    absl::string_view rec;
+    if (absl::Status s = log_->RecordAt(address, &h, &rec); !s.ok()) return s;
+    absl::string_view key = rec.substr(format::kRecordHeaderSize, h.key_len);
+    if (h.type == RecordType::kPut && absl::StartsWith(key, prefix)) {
+      RecordHeader cur;
+      auto pos = FindKey(HashIndex::Fingerprint(KeyHash(key)), key, &cur);
+      if (!pos.ok()) return pos.status();
+      if (pos->found() && pos->address == address) {
+        ScanItem item;
+        item.key.assign(key.data(), key.size());
+        if (!keys_only) {
+          absl::string_view value = rec.substr(format::kRecordHeaderSize + h.key_len);
+          item.value.assign(value.data(), value.size());
+        }
+        item.version = h.seq;
+        out->push_back(std::move(item));
+        ++found;
+      }
+    }
+    scanned += h.size();
+    address = log_->Skip(address + h.size());
+  }
+  return address >= log_->tail() ? 0 : address;
+}
+
 absl::Status Partition::Sync() {
   if (closed_) return absl::UnavailableError("partition is closed");
   return log_->Sync();
@@ -427,6 +463,7 @@ PartitionStats Partition::Stats() const {
   st.syncs = log_->sync_count();
   st.recovery = recovery_;
   st.recovery_seconds = recovery_seconds_;
+  if (!log_->failure().ok()) st.error = std::string(log_->failure().message());
   return st;
 }
 

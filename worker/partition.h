@@ -102,6 +102,12 @@ struct ReadResult {
   std::string value;
 };
 
+struct ScanItem {
+  std::string key;
+  std::string value;  // empty with keys_only
+  uint64_t version = 0;
+};
+
 struct SegmentUsage {
   uint64_t total_bytes = 0;  // record bytes in the segment
   uint64_t live_bytes = 0;   // bytes of records the index points at
@@ -119,6 +125,7 @@ struct PartitionStats {
   uint64_t syncs = 0;  // fdatasync calls on the write path
   LogRecoveryStats recovery;
   double recovery_seconds = 0;
+  std::string error;  // why writes are refused; empty if they are not
 };
 
 class Partition {
@@ -150,6 +157,19 @@ class Partition {
   absl::StatusOr<WriteResult> Put(absl::string_view key, absl::string_view value);
   absl::StatusOr<WriteResult> Delete(absl::string_view key);
 
+  // Appends to `out` the live keys whose records lie at or after `cursor`
+  // (0 = the beginning) in log order, that start with `prefix`, until
+  // `limit` items or about `max_scan_bytes` of log have been looked at.
+  // Returns where to continue, 0 when the end of the log was reached.
+  // A key not written during a whole scan is returned exactly once; one
+  // written during it may appear twice or not at all (its record moves to
+  // the tail). INVALID_ARGUMENT if `cursor` is not an address this scan
+  // returned.
+  absl::StatusOr<uint64_t> Scan(uint64_t cursor, absl::string_view prefix,
+                                size_t limit, bool keys_only,
+                                uint64_t max_scan_bytes,
+                                std::vector<ScanItem>* out);
+
   // Makes every applied write durable now.
   absl::Status Sync();
   // Under kInterval, syncs if the interval has passed; no-op otherwise.
@@ -159,7 +179,10 @@ class Partition {
 
   PartitionStats Stats() const;
   std::vector<SegmentInfo> Segments() const { return log_->Segments(); }
+  // Record bytes per segment id (index = id; ids past the end hold none).
   std::vector<SegmentUsage> SegmentUsages() const { return usage_; }
+  // The segment size in force (an existing partition keeps its own).
+  uint64_t segment_size() const { return log_->segment_size(); }
   const HashIndex& index() const { return index_; }
   const PartitionOptions& options() const { return options_; }
 

@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/worker/testing/partition_testing.h"
 #include "worker/format.h"
@@ -395,6 +399,89 @@ TEST_F(PartitionTest, ManyKeysSurviveReopenWithIndexGrowth) {
     ASSERT_EQ(r.value, k);
   }
   EXPECT_EQ((*q)->Stats().recovery.records, keys.size());
+}
+
+TEST_F(PartitionTest, LoweringMaxValueSizeKeepsOldRecordsReadable) {
+  ASSERT_THAT(p_->Put("big", std::string(500, 'b')), IsOk());
+  p_.reset();
+  PartitionOptions o = SmallOptions(&fs_);
+  o.max_value_size = 100;
+  auto p = Partition::Open(o);
+  ASSERT_THAT(p, IsOk());
+  ReadResult r;
+  ASSERT_THAT((*p)->Get("big", &r), IsOk());
+  EXPECT_EQ(r.value, std::string(500, 'b'));
+  EXPECT_THAT((*p)->Put("big", std::string(101, 'b')),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+std::map<std::string, std::string> ScanAll(Partition& p, absl::string_view prefix,
+                                           size_t page) {
+  std::map<std::string, std::string> seen;
+  uint64_t cursor = 0;
+  do {
+    std::vector<ScanItem> items;
+    auto next = p.Scan(cursor, prefix, page, false, 1 << 20, &items);
+    EXPECT_THAT(next, IsOk());
+    if (!next.ok()) break;
+    for (auto& it : items) {
+      EXPECT_TRUE(seen.emplace(it.key, it.value).second) << "twice: " << it.key;
+    }
+    cursor = *next;
+  } while (cursor != 0);
+  return seen;
+}
+
+TEST_F(PartitionTest, ScanReturnsEveryLiveKeyOnce) {
+  std::map<std::string, std::string> want;
+  for (int i = 0; i < 300; ++i) {
+    const std::string k = absl::StrCat(i % 3 == 0 ? "a/" : "b/", i);
+    const std::string v(i % 50, 'v');
+    ASSERT_THAT(p_->Put(k, v), IsOk());
+    want[k] = v;
+  }
+  for (int i = 0; i < 300; i += 7) {
+    const std::string k = absl::StrCat(i % 3 == 0 ? "a/" : "b/", i);
+    ASSERT_THAT(p_->Put(k, "new"), IsOk());
+    want[k] = "new";
+  }
+  for (int i = 1; i < 300; i += 11) {
+    const std::string k = absl::StrCat(i % 3 == 0 ? "a/" : "b/", i);
+    ASSERT_THAT(p_->Delete(k), IsOk());
+    want.erase(k);
+  }
+  ASSERT_GE(p_->Segments().size(), 2u);
+  EXPECT_EQ(ScanAll(*p_, "", 7), want);
+  std::map<std::string, std::string> a;
+  for (const auto& [k, v] : want) {
+    if (absl::StartsWith(k, "a/")) a[k] = v;
+  }
+  EXPECT_EQ(ScanAll(*p_, "a/", 1000), a);
+}
+
+TEST_F(PartitionTest, ScanOfEmptyPartitionEndsAtOnce) {
+  std::vector<ScanItem> items;
+  auto next = p_->Scan(0, "", 10, false, 1 << 20, &items);
+  ASSERT_THAT(next, IsOk());
+  EXPECT_EQ(*next, 0u);
+  EXPECT_TRUE(items.empty());
+}
+
+TEST_F(PartitionTest, ScanRejectsACursorInsideARecord) {
+  ASSERT_THAT(p_->Put("key", std::string(100, 'x')), IsOk());
+  std::vector<ScanItem> items;
+  EXPECT_THAT(p_->Scan(format::kSegmentHeaderSize + 5, "", 10, false, 1 << 20, &items),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(p_->Scan(uint64_t{1} << 40, "", 10, false, 1 << 20, &items), IsOk());
+}
+
+TEST_F(PartitionTest, ScanStopsAfterMaxScanBytes) {
+  for (int i = 0; i < 50; ++i) ASSERT_THAT(p_->Put(absl::StrCat("k", i), "v"), IsOk());
+  std::vector<ScanItem> items;
+  auto next = p_->Scan(0, "nomatch", 1000, false, 200, &items);
+  ASSERT_THAT(next, IsOk());
+  EXPECT_NE(*next, 0u);
+  EXPECT_TRUE(items.empty());
 }
 
 }  // namespace

@@ -1,0 +1,118 @@
+#include "worker/worker.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+
+#include "absl/synchronization/notification.h"
+#include "glog/logging.h"
+
+namespace segkv::worker {
+
+Worker::Worker(WorkerOptions options)
+    : options_(std::move(options)), queue_(options_.queue_capacity) {}
+
+Worker::~Worker() { Stop(); }
+
+absl::Status Worker::Start() {
+  absl::Notification opened;
+  absl::Status open_status;
+  thread_ = std::thread([this, &opened, &open_status] {
+    if (options_.cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(options_.cpu, &set);
+      if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
+        LOG(WARNING) << "worker " << id() << ": cannot pin to CPU " << options_.cpu;
+      }
+    }
+    auto p = Partition::Open(options_.partition);
+    if (!p.ok()) {
+      open_status = p.status();
+      opened.Notify();
+      return;
+    }
+    partition_ = std::move(*p);
+    opened.Notify();
+    Loop();
+  });
+  opened.WaitForNotification();
+  if (!open_status.ok()) {
+    thread_.join();
+    return open_status;
+  }
+  return absl::OkStatus();
+}
+
+bool Worker::Submit(Request* r) {
+  if (!queue_.TryPush(r)) return false;
+  wakeup_.Notify();
+  return true;
+}
+
+void Worker::Stop() {
+  if (!thread_.joinable()) return;
+  stopping_.store(true, std::memory_order_seq_cst);
+  wakeup_.Notify();
+  // The loop sees stopping_ only after its queue is empty; wake it however
+  // it waits.
+  thread_.join();
+}
+
+void Worker::Loop() {
+  // An idle worker wakes this often to run interval syncs.
+  const absl::Duration tick =
+      std::min(options_.partition.sync_interval, absl::Milliseconds(100));
+  for (;;) {
+    batch_.clear();
+    Request* r;
+    while (batch_.size() < options_.max_drain && queue_.TryPop(&r)) {
+      batch_.push_back(r);
+    }
+    if (!batch_.empty()) {
+      RunBatch();
+      continue;
+    }
+    if (stopping_.load(std::memory_order_seq_cst)) break;
+    if (absl::Status s = partition_->Tick(); !s.ok()) {
+      LOG_EVERY_N(ERROR, 100) << "partition " << id() << " interval sync: " << s;
+    }
+    const uint32_t key = wakeup_.Prepare();
+    if (queue_.ApproxSize() > 0 || stopping_.load(std::memory_order_seq_cst)) {
+      wakeup_.Cancel();
+      continue;
+    }
+    wakeup_.Wait(key, tick);
+  }
+  if (absl::Status s = partition_->Close(); !s.ok()) {
+    LOG(ERROR) << "closing partition " << id() << ": " << s;
+  }
+}
+
+void Worker::RunBatch() {
+  const absl::Time now = absl::Now();
+  writes_.clear();
+  ops_.clear();
+  for (Request* r : batch_) {
+    if (r->deadline < now) {
+      r->Abort(absl::DeadlineExceededError(
+          "deadline passed before the worker reached the request"));
+    } else if (r->is_write()) {
+      writes_.push_back(r);
+      ops_.insert(ops_.end(), r->ops.begin(), r->ops.end());
+    } else {
+      r->Run(*partition_);
+    }
+  }
+  if (writes_.empty()) return;
+  // One ApplyBatch for every write of the batch: one group commit.
+  partition_->ApplyBatch(ops_, &results_).IgnoreError();  // per-op results
+  size_t k = 0;
+  for (Request* w : writes_) {
+    for (size_t i = 0; i < w->ops.size(); ++i) w->results[i] = std::move(results_[k++]);
+    w->Committed();
+  }
+}
+
+}  // namespace segkv::worker
