@@ -1,0 +1,54 @@
+#include "server/data_dir.h"
+
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace segkv::server {
+namespace {
+
+constexpr char kIdentity[] = "SEGKV";
+constexpr char kHeader[] = "segkv data directory";
+
+}  // namespace
+
+std::string PartitionDir(const std::string& dir, uint32_t partition) {
+  return worker::JoinPath(dir, absl::StrCat("p", partition));
+}
+
+absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
+                         uint32_t partitions) {
+  if (partitions == 0) return absl::InvalidArgumentError("need at least one partition");
+  if (absl::Status s = fs->CreateDir(dir); !s.ok()) return s;
+  const std::string path = worker::JoinPath(dir, kIdentity);
+  if (!fs->Exists(path)) {
+    if (fs->Exists(PartitionDir(dir, 0))) {
+      return absl::DataLossError(absl::StrCat(
+          dir, " holds partition directories but no ", kIdentity, " file"));
+    }
+    return worker::WriteFileAtomically(
+        fs, dir, kIdentity,
+        absl::StrCat(kHeader, "\nformat 1\npartitions ", partitions, "\n"));
+  }
+  auto data = fs->ReadFileToString(path);
+  if (!data.ok()) return data.status();
+  std::vector<absl::string_view> lines = absl::StrSplit(*data, '\n');
+  uint32_t existing = 0;
+  if (lines.size() < 3 || lines[0] != kHeader || lines[1] != "format 1" ||
+      !absl::ConsumePrefix(&lines[2], "partitions ") ||
+      !absl::SimpleAtoi(lines[2], &existing) || existing == 0) {
+    return absl::DataLossError(absl::StrCat(path, " is damaged or not a segkv identity file"));
+  }
+  if (existing != partitions) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " was created with ", existing, " partitions but ", partitions,
+        " were asked for (--workers): keys are routed by partition count, so "
+        "it cannot change; start with --workers=", existing));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace segkv::server

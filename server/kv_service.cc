@@ -1,0 +1,495 @@
+#include "server/kv_service.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
+#include "worker/coding.h"
+#include "worker/format.h"
+#include "worker/key_hash.h"
+
+namespace segkv::server {
+
+using worker::Partition;
+using worker::WriteOp;
+using worker::WriteResult;
+
+uint32_t Frontend::PartitionOf(absl::string_view key) const {
+  return worker::PartitionOf(worker::KeyHash(key), partitions());
+}
+
+absl::Status Frontend::CheckKey(absl::string_view key) const {
+  if (key.empty()) return absl::InvalidArgumentError("key is empty");
+  if (key.size() > worker::format::kMaxKeySize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "key is ", key.size(), " bytes; the limit is ", worker::format::kMaxKeySize));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Frontend::CheckValue(absl::string_view value) const {
+  if (value.size() > limits_.max_value_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "value is ", value.size(), " bytes; the limit is ", limits_.max_value_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Frontend::CheckAccepting() const {
+  if (!accepting()) return absl::UnavailableError("segkvd is shutting down");
+  return absl::OkStatus();
+}
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
+  const auto d = ctx->deadline();
+  if (d >= std::chrono::system_clock::time_point::max() -
+               std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
+namespace {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx,
+                                    const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+absl::Status QueueFull(uint32_t partition) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("worker queue of partition ", partition, " is full"));
+}
+
+// Submits `r` to the partition's worker, or finishes the RPC with
+// RESOURCE_EXHAUSTED (and frees `r`) if its queue is full.
+template <typename R>
+grpc::ServerUnaryReactor* SubmitOrReject(Frontend* fe, uint32_t partition,
+                                         std::unique_ptr<R> r) {
+  grpc::ServerUnaryReactor* reactor = r->reactor;
+  R* raw = r.release();
+  if (!fe->worker(partition)->Submit(raw)) {
+    delete raw;
+    reactor->Finish(ToGrpc(QueueFull(partition)));
+  }
+  return reactor;
+}
+
+void FillPut(const WriteResult& r, v1::PutResponse* resp) {
+  resp->set_version(r.version);
+  resp->set_existed(r.existed);
+  resp->set_previous_version(r.previous_version);
+  if (!r.previous_value.empty()) resp->set_previous_value(r.previous_value);
+}
+
+void FillDelete(const WriteResult& r, v1::DeleteResponse* resp) {
+  resp->set_version(r.version);
+  resp->set_existed(r.existed);
+  resp->set_previous_version(r.previous_version);
+  if (!r.previous_value.empty()) resp->set_previous_value(r.previous_value);
+}
+
+// One write op of a unary Put or Delete.
+template <typename Resp, void (*Fill)(const WriteResult&, Resp*)>
+class UnaryWrite : public worker::Request {
+ public:
+  UnaryWrite(grpc::CallbackServerContext* ctx, WriteOp op, Resp* resp)
+      : reactor(ctx->DefaultReactor()), op_(op), resp_(resp) {
+    ops = std::span<const WriteOp>(&op_, 1);
+    results = &result_;
+    deadline = DeadlineOf(ctx);
+  }
+  void Committed() override {
+    // A failed compare-and-set still says what the current version is.
+    Fill(result_, resp_);
+    reactor->Finish(ToGrpc(result_.status));
+    delete this;
+  }
+  void Abort(const absl::Status& s) override {
+    reactor->Finish(ToGrpc(s));
+    delete this;
+  }
+
+  grpc::ServerUnaryReactor* const reactor;
+
+ private:
+  WriteOp op_;
+  WriteResult result_;
+  Resp* const resp_;
+};
+
+class UnaryGet : public worker::Request {
+ public:
+  UnaryGet(grpc::CallbackServerContext* ctx, absl::string_view key,
+           v1::GetResponse* resp)
+      : reactor(ctx->DefaultReactor()), key_(key), resp_(resp) {
+    deadline = DeadlineOf(ctx);
+  }
+  void Run(Partition& p) override {
+    worker::ReadResult r;
+    absl::Status s = p.Get(key_, &r);
+    if (s.ok() && r.found) {
+      resp_->set_found(true);
+      resp_->set_version(r.version);
+      resp_->set_value(std::move(r.value));
+    }
+    reactor->Finish(ToGrpc(s));
+    delete this;
+  }
+  void Abort(const absl::Status& s) override {
+    reactor->Finish(ToGrpc(s));
+    delete this;
+  }
+
+  grpc::ServerUnaryReactor* const reactor;
+
+ private:
+  const absl::string_view key_;
+  v1::GetResponse* const resp_;
+};
+
+// Fan-out bookkeeping of a batch RPC: the last part to finish answers.
+class BatchCall {
+ public:
+  explicit BatchCall(grpc::CallbackServerContext* ctx)
+      : reactor(ctx->DefaultReactor()), deadline(DeadlineOf(ctx)) {}
+  virtual ~BatchCall() = default;
+
+  void SetParts(int n) { pending_.store(n, std::memory_order_relaxed); }
+  void PartDone(const absl::Status& s) {
+    if (!s.ok()) {
+      absl::MutexLock l(&mu_);
+      if (error_.ok()) error_ = s;
+    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      absl::Status final_status;
+      {
+        absl::MutexLock l(&mu_);
+        final_status = error_;
+      }
+      reactor->Finish(ToGrpc(final_status));
+      delete this;
+    }
+  }
+
+  grpc::ServerUnaryReactor* const reactor;
+  const absl::Time deadline;
+
+ private:
+  std::atomic<int> pending_{0};
+  absl::Mutex mu_;  // only taken when a part fails
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+};
+
+class BatchWriteCall : public BatchCall {
+ public:
+  BatchWriteCall(grpc::CallbackServerContext* ctx, v1::BatchWriteResponse* resp)
+      : BatchCall(ctx), resp(resp) {}
+  v1::BatchWriteResponse* const resp;
+};
+
+void FillResult(WriteResult& r, v1::WriteResult* out) {
+  ToProto(r.status, out->mutable_status());
+  out->set_version(r.version);
+  out->set_existed(r.existed);
+  out->set_previous_version(r.previous_version);
+  if (!r.previous_value.empty()) out->set_previous_value(std::move(r.previous_value));
+}
+
+class BatchWritePart : public worker::Request {
+ public:
+  BatchWritePart(BatchWriteCall* call) : call_(call) { deadline = call->deadline; }
+  void Add(int index, WriteOp op) {
+    indices_.push_back(index);
+    ops_.push_back(op);
+  }
+  void Seal() {
+    results_.resize(ops_.size());
+    ops = ops_;
+    results = results_.data();
+  }
+  void Committed() override {
+    for (size_t i = 0; i < indices_.size(); ++i) {
+      FillResult(results_[i], call_->resp->mutable_results(indices_[i]));
+    }
+    call_->PartDone(absl::OkStatus());
+    delete this;
+  }
+  void Abort(const absl::Status& s) override {
+    for (int i : indices_) ToProto(s, call_->resp->mutable_results(i)->mutable_status());
+    call_->PartDone(absl::OkStatus());
+    delete this;
+  }
+
+ private:
+  BatchWriteCall* const call_;
+  std::vector<int> indices_;
+  std::vector<WriteOp> ops_;
+  std::vector<WriteResult> results_;
+};
+
+class BatchGetCall : public BatchCall {
+ public:
+  BatchGetCall(grpc::CallbackServerContext* ctx, const v1::BatchGetRequest* req,
+               v1::BatchGetResponse* resp)
+      : BatchCall(ctx), req(req), resp(resp) {}
+  const v1::BatchGetRequest* const req;
+  v1::BatchGetResponse* const resp;
+};
+
+class BatchGetPart : public worker::Request {
+ public:
+  explicit BatchGetPart(BatchGetCall* call) : call_(call) { deadline = call->deadline; }
+  void Add(int index) { indices_.push_back(index); }
+  void Run(Partition& p) override {
+    absl::Status status;
+    worker::ReadResult r;
+    for (int i : indices_) {
+      status = p.Get(call_->req->keys(i), &r);
+      if (!status.ok()) break;
+      v1::GetResponse* out = call_->resp->mutable_results(i);
+      if (r.found) {
+        out->set_found(true);
+        out->set_version(r.version);
+        out->set_value(r.value);
+      }
+    }
+    call_->PartDone(status);
+    delete this;
+  }
+  void Abort(const absl::Status& s) override {
+    call_->PartDone(s);
+    delete this;
+  }
+
+ private:
+  BatchGetCall* const call_;
+  std::vector<int> indices_;
+};
+
+// Scan cursor: 1 version byte (1), partition (4 bytes LE), address (8 bytes LE).
+constexpr size_t kCursorSize = 13;
+
+std::string EncodeCursor(uint32_t partition, uint64_t address) {
+  std::string c(kCursorSize, '\0');
+  c[0] = 1;
+  worker::EncodeFixed32(c.data() + 1, partition);
+  worker::EncodeFixed64(c.data() + 5, address);
+  return c;
+}
+
+class ScanCall : public worker::Request {
+ public:
+  ScanCall(grpc::CallbackServerContext* ctx, Frontend* fe,
+           const v1::ScanRequest* req, v1::ScanResponse* resp, uint32_t partition,
+           uint64_t address, size_t limit)
+      : reactor(ctx->DefaultReactor()), fe_(fe), req_(req), resp_(resp),
+        partition_(partition), address_(address), remaining_(limit) {
+    deadline = DeadlineOf(ctx);
+  }
+
+  void Run(Partition& p) override {
+    std::vector<worker::ScanItem> items;
+    auto next = p.Scan(address_, req_->prefix(), remaining_, req_->keys_only(),
+                       fe_->limits().scan_max_bytes, &items);
+    if (!next.ok()) return Abort(next.status());
+    for (auto& it : items) {
+      v1::KeyValue* kv = resp_->add_items();
+      kv->set_key(std::move(it.key));
+      kv->set_value(std::move(it.value));
+      kv->set_version(it.version);
+    }
+    remaining_ -= items.size();
+    address_ = *next;
+    if (address_ == 0) ++partition_;  // this partition is done
+    if (partition_ == fe_->partitions()) return Reply("");
+    const std::string cursor = EncodeCursor(partition_, address_);
+    // Stop when full, or after one partition's worth of scanning per RPC
+    // unless nothing has been found yet.
+    if (remaining_ == 0 || address_ != 0 || ++hops_ > fe_->partitions()) {
+      return Reply(cursor);
+    }
+    if (!fe_->worker(partition_)->Submit(this)) Reply(cursor);
+  }
+  void Abort(const absl::Status& s) override {
+    reactor->Finish(ToGrpc(s));
+    delete this;
+  }
+
+  grpc::ServerUnaryReactor* const reactor;
+
+ private:
+  void Reply(const std::string& cursor) {
+    resp_->set_next_cursor(cursor);
+    reactor->Finish(grpc::Status::OK);
+    delete this;
+  }
+
+  Frontend* const fe_;
+  const v1::ScanRequest* const req_;
+  v1::ScanResponse* const resp_;
+  uint32_t partition_;
+  uint64_t address_;
+  size_t remaining_;
+  uint32_t hops_ = 0;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
+                                         const v1::PutRequest* req,
+                                         v1::PutResponse* resp) {
+  absl::Status s = fe_->CheckAccepting();
+  if (s.ok()) s = fe_->CheckKey(req->key());
+  if (s.ok()) s = fe_->CheckValue(req->value());
+  if (!s.ok()) return FinishNow(ctx, s);
+  WriteOp op = WriteOp::Put(req->key(), req->value());
+  if (req->has_expected_version()) op.expected_version = req->expected_version();
+  op.return_previous = req->return_previous();
+  return SubmitOrReject(fe_, fe_->PartitionOf(req->key()),
+                        std::make_unique<UnaryWrite<v1::PutResponse, FillPut>>(ctx, op, resp));
+}
+
+grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
+                                            const v1::DeleteRequest* req,
+                                            v1::DeleteResponse* resp) {
+  absl::Status s = fe_->CheckAccepting();
+  if (s.ok()) s = fe_->CheckKey(req->key());
+  if (!s.ok()) return FinishNow(ctx, s);
+  WriteOp op = WriteOp::Delete(req->key());
+  if (req->has_expected_version()) op.expected_version = req->expected_version();
+  op.return_previous = req->return_previous();
+  return SubmitOrReject(
+      fe_, fe_->PartitionOf(req->key()),
+      std::make_unique<UnaryWrite<v1::DeleteResponse, FillDelete>>(ctx, op, resp));
+}
+
+grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
+                                         const v1::GetRequest* req,
+                                         v1::GetResponse* resp) {
+  absl::Status s = fe_->CheckAccepting();
+  if (s.ok()) s = fe_->CheckKey(req->key());
+  if (!s.ok()) return FinishNow(ctx, s);
+  return SubmitOrReject(fe_, fe_->PartitionOf(req->key()),
+                        std::make_unique<UnaryGet>(ctx, req->key(), resp));
+}
+
+grpc::ServerUnaryReactor* KvService::BatchWrite(grpc::CallbackServerContext* ctx,
+                                                const v1::BatchWriteRequest* req,
+                                                v1::BatchWriteResponse* resp) {
+  if (absl::Status s = fe_->CheckAccepting(); !s.ok()) return FinishNow(ctx, s);
+  if (static_cast<size_t>(req->ops_size()) > fe_->limits().max_batch) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "batch of ", req->ops_size(), " ops; the limit is ",
+                              fe_->limits().max_batch)));
+  }
+  auto* call = new BatchWriteCall(ctx, resp);
+  std::vector<std::unique_ptr<BatchWritePart>> parts(fe_->partitions());
+  for (int i = 0; i < req->ops_size(); ++i) {
+    v1::WriteResult* result = resp->add_results();
+    const v1::WriteOp& op = req->ops(i);
+    absl::Status s;
+    WriteOp w;
+    if (op.has_put()) {
+      s = fe_->CheckKey(op.put().key());
+      if (s.ok()) s = fe_->CheckValue(op.put().value());
+      w = WriteOp::Put(op.put().key(), op.put().value());
+      if (op.put().has_expected_version()) w.expected_version = op.put().expected_version();
+      w.return_previous = op.put().return_previous();
+    } else if (op.has_delete_()) {
+      s = fe_->CheckKey(op.delete_().key());
+      w = WriteOp::Delete(op.delete_().key());
+      if (op.delete_().has_expected_version()) {
+        w.expected_version = op.delete_().expected_version();
+      }
+      w.return_previous = op.delete_().return_previous();
+    } else {
+      s = absl::InvalidArgumentError("op is neither put nor delete");
+    }
+    if (!s.ok()) {
+      ToProto(s, result->mutable_status());
+      continue;
+    }
+    const uint32_t p = fe_->PartitionOf(w.key);
+    if (parts[p] == nullptr) parts[p] = std::make_unique<BatchWritePart>(call);
+    parts[p]->Add(i, w);
+  }
+  int n = 1;  // the handler holds one count until every part is submitted
+  for (auto& part : parts) n += part != nullptr;
+  call->SetParts(n);
+  for (uint32_t p = 0; p < parts.size(); ++p) {
+    if (parts[p] == nullptr) continue;
+    parts[p]->Seal();
+    BatchWritePart* raw = parts[p].release();
+    if (!fe_->worker(p)->Submit(raw)) raw->Abort(QueueFull(p));
+  }
+  grpc::ServerUnaryReactor* reactor = call->reactor;
+  call->PartDone(absl::OkStatus());
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::BatchGet(grpc::CallbackServerContext* ctx,
+                                              const v1::BatchGetRequest* req,
+                                              v1::BatchGetResponse* resp) {
+  if (absl::Status s = fe_->CheckAccepting(); !s.ok()) return FinishNow(ctx, s);
+  if (static_cast<size_t>(req->keys_size()) > fe_->limits().max_batch) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "batch of ", req->keys_size(), " keys; the limit is ",
+                              fe_->limits().max_batch)));
+  }
+  for (const std::string& key : req->keys()) {
+    if (absl::Status s = fe_->CheckKey(key); !s.ok()) return FinishNow(ctx, s);
+  }
+  auto* call = new BatchGetCall(ctx, req, resp);
+  std::vector<std::unique_ptr<BatchGetPart>> parts(fe_->partitions());
+  for (int i = 0; i < req->keys_size(); ++i) {
+    resp->add_results();
+    const uint32_t p = fe_->PartitionOf(req->keys(i));
+    if (parts[p] == nullptr) parts[p] = std::make_unique<BatchGetPart>(call);
+    parts[p]->Add(i);
+  }
+  int n = 1;
+  for (auto& part : parts) n += part != nullptr;
+  call->SetParts(n);
+  for (uint32_t p = 0; p < parts.size(); ++p) {
+    if (parts[p] == nullptr) continue;
+    BatchGetPart* raw = parts[p].release();
+    if (!fe_->worker(p)->Submit(raw)) raw->Abort(QueueFull(p));
+  }
+  grpc::ServerUnaryReactor* reactor = call->reactor;
+  call->PartDone(absl::OkStatus());
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
+                                          const v1::ScanRequest* req,
+                                          v1::ScanResponse* resp) {
+  if (absl::Status s = fe_->CheckAccepting(); !s.ok()) return FinishNow(ctx, s);
+  size_t limit = req->limit() == 0 ? 100 : req->limit();
+  if (limit > 10000) {
+    return FinishNow(ctx, absl::InvalidArgumentError("scan limit is at most 10000"));
+  }
+  uint32_t partition = 0;
+  uint64_t address = 0;
+  const std::string& cursor = req->cursor();
+  if (!cursor.empty()) {
+    if (cursor.size() != kCursorSize || cursor[0] != 1) {
+      return FinishNow(ctx, absl::InvalidArgumentError("malformed scan cursor"));
+    }
+    partition = worker::DecodeFixed32(cursor.data() + 1);
+    address = worker::DecodeFixed64(cursor.data() + 5);
+    if (partition >= fe_->partitions()) {
+      return FinishNow(ctx, absl::InvalidArgumentError(
+                                "scan cursor names a partition this server does not have"));
+    }
+  }
+  return SubmitOrReject(fe_, partition,
+                        std::make_unique<ScanCall>(ctx, fe_, req, resp, partition,
+                                                   address, limit));
+}
+
+}  // namespace segkv::server

@@ -1,0 +1,87 @@
+// The segkv.v1.KV frontend (gRPC callback API). A handler validates the
+// request, hashes each key to its partition and submits the work to that
+// partition's worker; it never touches storage. The worker finishes the RPC.
+// Batch requests are split per worker and answered when every part is done.
+// A full worker queue is RESOURCE_EXHAUSTED at once; while the server shuts
+// down new requests get UNAVAILABLE.
+//
+// Threading: handlers run on gRPC's threads and share no mutable state but
+// the workers' queues and the `accepting` flag.
+#ifndef SEGKV_SERVER_KV_SERVICE_H_
+#define SEGKV_SERVER_KV_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "segkv/v1/kv.grpc.pb.h"
+#include "worker/worker.h"
+
+namespace segkv::server {
+
+struct ServiceLimits {
+  uint64_t max_value_size = 16ull << 20;
+  size_t max_batch = 10000;  // ops per BatchWrite, keys per BatchGet
+  uint64_t scan_max_bytes = 4ull << 20;  // log bytes one Scan RPC examines
+};
+
+// The state handlers share: the workers (one per partition, owned by the
+// Server) and whether new requests are accepted.
+class Frontend {
+ public:
+  Frontend(std::vector<worker::Worker*> workers, ServiceLimits limits)
+      : workers_(std::move(workers)), limits_(limits) {}
+
+  uint32_t partitions() const { return static_cast<uint32_t>(workers_.size()); }
+  worker::Worker* worker(uint32_t p) const { return workers_[p]; }
+  const ServiceLimits& limits() const { return limits_; }
+  uint32_t PartitionOf(absl::string_view key) const;
+
+  bool accepting() const { return accepting_.load(std::memory_order_acquire); }
+  void StopAccepting() { accepting_.store(false, std::memory_order_release); }
+
+  absl::Status CheckKey(absl::string_view key) const;
+  absl::Status CheckValue(absl::string_view value) const;
+  // OK if the server accepts requests, else UNAVAILABLE.
+  absl::Status CheckAccepting() const;
+
+ private:
+  const std::vector<worker::Worker*> workers_;
+  const ServiceLimits limits_;
+  std::atomic<bool> accepting_{true};
+};
+
+class KvService final : public v1::KV::CallbackService {
+ public:
+  explicit KvService(Frontend* frontend) : fe_(frontend) {}
+
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx,
+                                const v1::PutRequest* req,
+                                v1::PutResponse* resp) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const v1::GetRequest* req,
+                                v1::GetResponse* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                   const v1::DeleteRequest* req,
+                                   v1::DeleteResponse* resp) override;
+  grpc::ServerUnaryReactor* BatchGet(grpc::CallbackServerContext* ctx,
+                                     const v1::BatchGetRequest* req,
+                                     v1::BatchGetResponse* resp) override;
+  grpc::ServerUnaryReactor* BatchWrite(grpc::CallbackServerContext* ctx,
+                                       const v1::BatchWriteRequest* req,
+                                       v1::BatchWriteResponse* resp) override;
+  grpc::ServerUnaryReactor* Scan(grpc::CallbackServerContext* ctx,
+                                 const v1::ScanRequest* req,
+                                 v1::ScanResponse* resp) override;
+
+ private:
+  Frontend* const fe_;
+};
+
+// The deadline of an RPC as an absl::Time (InfiniteFuture if none).
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx);
+
+}  // namespace segkv::server
+
+#endif  // SEGKV_SERVER_KV_SERVICE_H_

@@ -1,0 +1,105 @@
+#include "server/server.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/data_dir.h"
+
+namespace segkv::server {
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  std::unique_ptr<Server> s(new Server());
+  s->options_ = options;
+  int n = options.workers;
+  if (n < 0) return absl::InvalidArgumentError("--workers must be >= 0");
+  if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.queue_depth == 0) return absl::InvalidArgumentError("--queue_depth must be > 0");
+
+  worker::FileSystem* fs = options.partition.fs != nullptr ? options.partition.fs
+                                                           : worker::DefaultFileSystem();
+  if (absl::Status st = OpenDataDir(fs, options.data_dir, n); !st.ok()) return st;
+
+  // Workers open (recover) their partitions in parallel.
+  std::vector<absl::Status> opened(n);
+  std::vector<std::thread> openers;
+  for (int p = 0; p < n; ++p) {
+    worker::WorkerOptions wo;
+    wo.partition = options.partition;
+    wo.partition.dir = PartitionDir(options.data_dir, p);
+    wo.partition.partition_id = p;
+    wo.queue_capacity = options.queue_depth;
+    wo.cpu = options.pin_workers
+                 ? p % static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
+                 : -1;
+    s->workers_.push_back(std::make_unique<worker::Worker>(wo));
+  }
+  for (int p = 0; p < n; ++p) {
+    openers.emplace_back([&, p] { opened[p] = s->workers_[p]->Start(); });
+  }
+  for (auto& t : openers) t.join();
+  for (int p = 0; p < n; ++p) {
+    if (!opened[p].ok()) {
+      return absl::Status(opened[p].code(),
+                          absl::StrCat("partition ", p, ": ", opened[p].message()));
+    }
+  }
+
+  std::vector<worker::Worker*> raw;
+  for (auto& w : s->workers_) raw.push_back(w.get());
+  s->frontend_ = std::make_unique<Frontend>(raw, options.limits);
+  s->kv_ = std::make_unique<KvService>(s->frontend_.get());
+  s->admin_ = std::make_unique<AdminService>(s->frontend_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->kv_.get());
+  builder.RegisterService(s->admin_.get());
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_time)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  s->grpc_ = builder.BuildAndStart();
+  if (s->grpc_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+  }
+  s->stopped_ = false;
+  s->grpc_->GetHealthCheckService()->SetServingStatus(true);
+  LOG(INFO) << "serving " << n << " partitions from " << options.data_dir << " on port "
+            << s->port_ << " (durability " << worker::DurabilityName(options.partition.durability)
+            << ")";
+  return s;
+}
+
+std::string Server::address() const {
+  const std::string& l = options_.listen;
+  const size_t colon = l.rfind(':');
+  return absl::StrCat(colon == std::string::npos ? l : l.substr(0, colon), ":", port_);
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  if (stopped_) return;
+  stopped_ = true;
+  grpc_->GetHealthCheckService()->SetServingStatus(false);
+  frontend_->StopAccepting();
+  // Waits for in-flight RPCs; the workers are still running and finish
+  // them. After `grace` the remaining ones are cancelled.
+  grpc_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+  grpc_->Wait();
+  for (auto& w : workers_) w->Stop();  // drains, syncs and closes
+  LOG(INFO) << "segkvd stopped";
+}
+
+Server::~Server() {
+  if (!stopped_) Shutdown(absl::ZeroDuration());
+}
+
+}  // namespace segkv::server

@@ -1,0 +1,70 @@
+// segkvd as a library: opens the data directory, starts one worker per
+// partition (each recovers its partition), and serves segkv.v1.KV,
+// segkv.v1.Admin, grpc.health.v1 and server reflection on one port.
+// Tests run it in-process on 127.0.0.1:0; segkvd's main() only parses flags
+// and calls this.
+#ifndef SEGKV_SERVER_SERVER_H_
+#define SEGKV_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/admin_service.h"
+#include "server/kv_service.h"
+#include "worker/worker.h"
+
+namespace segkv::server {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:7379";  // host:port; port 0 picks one
+  std::string data_dir = "segkv-data";
+  int workers = 0;  // partitions; 0 = one per CPU. Fixed per data dir.
+  bool pin_workers = false;
+  // Template for every partition (dir and partition_id are filled in).
+  worker::PartitionOptions partition;
+  size_t queue_depth = 4096;  // requests per worker queue
+  ServiceLimits limits;
+  int max_message_bytes = 64 << 20;
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
+};
+
+class Server {
+ public:
+  // Starts serving; returns when every partition is open and the port is
+  // listening. Errors: bad options (INVALID_ARGUMENT), another partition
+  // count (FAILED_PRECONDITION), recovery errors (DATA_LOSS...), or
+  // UNAVAILABLE if the port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  ~Server();  // Shutdown(0) if still running.
+
+  int port() const { return port_; }
+  std::string address() const;
+
+  // Graceful stop: health goes NOT_SERVING, new requests get UNAVAILABLE,
+  // in-flight ones finish (cancelled after `grace`), every queue is drained
+  // and every partition synced and closed. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  Frontend& frontend() { return *frontend_; }
+
+ private:
+  Server() = default;
+
+  ServerOptions options_;
+  std::vector<std::unique_ptr<worker::Worker>> workers_;
+  std::unique_ptr<Frontend> frontend_;
+  std::unique_ptr<KvService> kv_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<grpc::Server> grpc_;
+  int port_ = 0;
+  bool stopped_ = true;  // until Start() succeeds
+};
+
+}  // namespace segkv::server
+
+#endif  // SEGKV_SERVER_SERVER_H_

@@ -1,0 +1,138 @@
+// The real segkvd process: SIGTERM during a write load loses no
+// acknowledged write (--durability=always), the process exits 0, and a
+// restarted segkvd serves every acknowledged value.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "client/client.h"
+#include "gtest/gtest.h"
+
+namespace segkv {
+namespace {
+
+std::string SegkvdPath() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return std::string(srcdir != nullptr ? srcdir : ".") + "/segkv/server/segkvd";
+}
+
+// A segkvd child process on 127.0.0.1:0.
+class Segkvd {
+ public:
+  explicit Segkvd(const std::string& data_dir) {
+    int out[2];
+    EXPECT_EQ(::pipe(out), 0);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], STDOUT_FILENO);
+      ::close(out[0]);
+      const std::string bin = SegkvdPath();
+      const std::string dir = "--data_dir=" + data_dir;
+      execl(bin.c_str(), bin.c_str(), "--listen=127.0.0.1:0", dir.c_str(), "--workers=2",
+            "--durability=always", "--segment_size=1048576", "--max_value_size=65536",
+            "--shutdown_grace=5s",
+            static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+    ::close(out[1]);
+    // The first stdout line says where it listens: that is the readiness
+    // signal (partitions recovered, port bound).
+    FILE* f = ::fdopen(out[0], "r");
+    char line[256] = {0};
+    if (std::fgets(line, sizeof(line), f) != nullptr) {
+      std::string s = line;
+      const std::string prefix = "segkvd listening on ";
+      if (absl::StartsWith(s, prefix)) address_ = s.substr(prefix.size(), s.find('\n') - prefix.size());
+    }
+    std::fclose(f);
+  }
+  ~Segkvd() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  // Sends SIGTERM and returns the exit status.
+  int Terminate() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  const std::string& address() const { return address_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string address_;
+};
+
+TEST(SegkvdTest, SigtermDuringLoadLosesNoAcknowledgedWrite) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(tmp != nullptr ? tmp : "/tmp") + "/segkvd-sigterm-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+
+  std::map<std::string, std::string> acked;
+  absl::Mutex mu;
+  {
+    Segkvd server(dir);
+    ASSERT_FALSE(server.address().empty()) << "segkvd did not start";
+    client::ClientOptions co;
+    co.endpoint = server.address();
+    client::Client c(co);
+    std::atomic<int> acks{0};
+    std::atomic<int> failures{0};
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 4; ++t) {
+      writers.emplace_back([&, t] {
+        for (int i = 0; failures.load() < 50; ++i) {
+          const std::string key = absl::StrCat("w", t, "-", i);
+          const std::string value = absl::StrCat("value-", t, "-", i);
+          if (c.Put(key, value).ok()) {
+            absl::MutexLock l(&mu);
+            acked[key] = value;
+            ++acks;
+          } else {
+            ++failures;
+          }
+        }
+      });
+    }
+    while (acks.load() < 300) std::this_thread::yield();
+    const int status = server.Terminate();
+    for (auto& w : writers) w.join();
+    EXPECT_TRUE(WIFEXITED(status)) << status;
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+  ASSERT_GE(acked.size(), 300u);
+
+  Segkvd again(dir);
+  ASSERT_FALSE(again.address().empty());
+  client::ClientOptions co;
+  co.endpoint = again.address();
+  client::Client c(co);
+  size_t missing = 0;
+  for (const auto& [key, value] : acked) {
+    auto got = c.Get(key);
+    ASSERT_TRUE(got.ok()) << got.status();
+    if (!got->found() || got->value() != value) ++missing;
+  }
+  EXPECT_EQ(missing, 0u) << "of " << acked.size() << " acknowledged writes";
+  EXPECT_EQ(again.Terminate(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace segkv
