@@ -32,6 +32,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -931,6 +932,9 @@ int main(int argc, char** argv) {
     return UsageError(s.message());
   }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  // Same setting as segkvd: gRPC locks absl::Mutex on every call, and
+  // Debian's absl has deadlock detection on.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (positional.size() > 1) {
     return UsageError(absl::StrCat("unexpected argument: ", positional[1]));
   }

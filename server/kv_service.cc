@@ -128,6 +128,7 @@ class UnaryGet : public worker::Request {
            v1::GetResponse* resp)
       : reactor(ctx->DefaultReactor()), key_(key), resp_(resp) {
     deadline = DeadlineOf(ctx);
+    read_key = key;
   }
   void Run(Partition& p) override {
     worker::ReadResult r;
@@ -248,6 +249,12 @@ class BatchGetPart : public worker::Request {
   void Run(Partition& p) override {
     absl::Status status;
     worker::ReadResult r;
+    keys_.clear();
+    for (int i : indices_) keys_.push_back(call_->req->keys(i));
+    for (size_t k = 0; k < keys_.size(); k += 64) {
+      p.Prefetch(std::span<const absl::string_view>(keys_).subspan(
+          k, std::min<size_t>(64, keys_.size() - k)));
+    }
     for (int i : indices_) {
       status = p.Get(call_->req->keys(i), &r);
       if (!status.ok()) break;
@@ -269,6 +276,7 @@ class BatchGetPart : public worker::Request {
  private:
   BatchGetCall* const call_;
   std::vector<int> indices_;
+  std::vector<absl::string_view> keys_;
 };
 
 // Scan cursor: 1 version byte (1), partition (4 bytes LE), address (8 bytes LE).

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   bazel-bootstrap bazel-rules-java
-  g++ pkg-config
+  g++ pkg-config python3
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev

@@ -360,10 +360,11 @@ absl::Status Partition::ApplyOps(std::span<const WriteOp> ops,
       if (absl::Status s = log_->Seal(); !s.ok()) return fail_from(i, s);
       continue;
     }
-    // Overlap the index cache misses of the whole group.
-    for (size_t k = i; k < j && k < i + 64; ++k) {
-      index_.Prefetch(HashIndex::Fingerprint(KeyHash(ops[k].key)));
-    }
+    // Overlap the cache misses of the group's lookups.
+    absl::string_view keys[64];
+    size_t nkeys = 0;
+    for (size_t k = i; k < j && nkeys < 64; ++k) keys[nkeys++] = ops[k].key;
+    Prefetch(std::span<const absl::string_view>(keys, nkeys));
     const uint64_t group_address = log_->tail();
     const uint64_t group_version = next_version_;
     undo_.clear();
@@ -395,6 +396,22 @@ absl::StatusOr<WriteResult> Partition::Put(absl::string_view key,
 
 absl::StatusOr<WriteResult> Partition::Delete(absl::string_view key) {
   return Write(WriteOp::Delete(key));
+}
+
+void Partition::Prefetch(std::span<const absl::string_view> keys) {
+  uint32_t fps[64];
+  const size_t n = std::min<size_t>(keys.size(), 64);
+  for (size_t i = 0; i < n; ++i) {
+    fps[i] = HashIndex::Fingerprint(KeyHash(keys[i]));
+    index_.Prefetch(fps[i]);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    index_.Find(fps[i], [&](uint64_t address) {
+      auto rec = log_->Read(address, format::kRecordHeaderSize);
+      if (rec.ok()) __builtin_prefetch(rec->data());
+      return false;  // visit every candidate
+    });
+  }
 }
 
 absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,

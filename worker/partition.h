@@ -170,6 +170,12 @@ class Partition {
                                 uint64_t max_scan_bytes,
                                 std::vector<ScanItem>* out);
 
+  // Starts loading what looking these keys up will touch: their index
+  // buckets, then the records their fingerprints point at. Lookups are
+  // bound by those cache misses; issued together they overlap. A hint
+  // only: it changes nothing and reports nothing.
+  void Prefetch(std::span<const absl::string_view> keys);
+
   // Makes every applied write durable now.
   absl::Status Sync();
   // Under kInterval, syncs if the interval has passed; no-op otherwise.

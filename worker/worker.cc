@@ -94,6 +94,14 @@ void Worker::RunBatch() {
   const absl::Time now = absl::Now();
   writes_.clear();
   ops_.clear();
+  read_keys_.clear();
+  for (Request* r : batch_) {
+    if (!r->read_key.empty()) read_keys_.push_back(r->read_key);
+  }
+  for (size_t i = 0; i < read_keys_.size(); i += 64) {
+    partition_->Prefetch(std::span<const absl::string_view>(read_keys_).subspan(
+        i, std::min<size_t>(64, read_keys_.size() - i)));
+  }
   for (Request* r : batch_) {
     if (r->deadline < now) {
       r->Abort(absl::DeadlineExceededError(

@@ -35,6 +35,9 @@ class Request {
   // A write request sets `ops` (and `results`, with room for as many).
   std::span<const WriteOp> ops;
   WriteResult* results = nullptr;
+  // A read sets the key it will look up, so the worker can prefetch it
+  // together with the rest of the batch.
+  absl::string_view read_key;
   // Not started after this: Abort(DEADLINE_EXCEEDED) instead.
   absl::Time deadline = absl::InfiniteFuture();
 
@@ -89,6 +92,7 @@ class Worker {
   std::vector<Request*> writes_;
   std::vector<WriteOp> ops_;
   std::vector<WriteResult> results_;
+  std::vector<absl::string_view> read_keys_;
 };
 
 }  // namespace segkv::worker
