@@ -9,6 +9,7 @@
 //               RocksDB: WAL on, sync=false)
 //   readrandom  every key once, in another random order (all present)
 //   overwrite   every key once more, in random order
+//   batch100    every key once more, in batches of 100 (no sync)
 //   sync_batch  batches of --batch puts made durable with one fdatasync each
 //               (segkv durability=always group commit; RocksDB WriteBatch
 //               with sync=true)
@@ -108,7 +109,7 @@ const std::string& ValueFor(const Workload& w, uint64_t i) {
 }
 
 struct Results {
-  double fill = 0, read = 0, overwrite = 0, sync_batch = 0;
+  double fill = 0, read = 0, overwrite = 0, batch_overwrite = 0, sync_batch = 0;
   double max_fill_stall_ms = 0;
   uint64_t found = 0;
 };
@@ -205,6 +206,23 @@ Results RunSegkv(const Workload& w, const std::string& dir, SegkvExtra* extra) {
     auto res = part.Put(k, v);
     if (!res.ok()) Die(res.status().ToString());
   }, nullptr);
+  {
+    // The same overwrites again in batches of 100 (what a worker applies
+    // for a BatchWrite or a queue's worth of Puts).
+    KeyMaker key(w.key_size);
+    std::vector<std::string> keys(100);
+    std::vector<sw::WriteOp> ops(100);
+    std::vector<sw::WriteResult> results;
+    auto t0 = Clock::now();
+    for (size_t i = 0; i + 100 <= w.n; i += 100) {
+      for (int j = 0; j < 100; ++j) {
+        keys[j] = key(w.overwrite_order[i + j]);
+        ops[j] = sw::WriteOp::Put(keys[j], ValueFor(w, i + j));
+      }
+      if (!part.ApplyBatch(ops, &results).ok()) Die("batch failed");
+    }
+    r.batch_overwrite = (w.n / 100 * 100) / Seconds(t0, Clock::now());
+  }
   if (!part.Close().ok()) Die("close failed");
   p->reset();
 
@@ -276,6 +294,16 @@ Results RunRocksdb(const Workload& w, const std::string& dir) {
   r.overwrite = TimedFill(w, w.overwrite_order, [&](const std::string& k, const std::string& v) {
     if (!db->Put(wo, k, v).ok()) Die("rocksdb put");
   }, nullptr);
+  {
+    KeyMaker bkey(w.key_size);
+    auto t0 = Clock::now();
+    for (size_t i = 0; i + 100 <= w.n; i += 100) {
+      rocksdb::WriteBatch wb;
+      for (int j = 0; j < 100; ++j) wb.Put(bkey(w.overwrite_order[i + j]), ValueFor(w, i + j));
+      if (!db->Write(wo, &wb).ok()) Die("rocksdb batch");
+    }
+    r.batch_overwrite = (w.n / 100 * 100) / Seconds(t0, Clock::now());
+  }
 
   rocksdb::WriteOptions sync_wo;
   sync_wo.sync = true;
@@ -338,6 +366,7 @@ int main(int argc, char** argv) {
   row("fillrandom", seg.fill, rocks.fill);
   row("readrandom", seg.read, rocks.read);
   row("overwrite", seg.overwrite, rocks.overwrite);
+  row("batch100", seg.batch_overwrite, rocks.batch_overwrite);
   row("sync_batch", seg.sync_batch, rocks.sync_batch);
   if (run_segkv) {
     std::printf("segkv index: %.2f bytes/key at %lu keys\n", extra.index_bytes_per_key, n);
@@ -356,11 +385,13 @@ int main(int argc, char** argv) {
         "{\"keys\":%lu,\"segkv_fillrandom_ops\":%.0f,\"rocksdb_fillrandom_ops\":%.0f,"
         "\"segkv_readrandom_ops\":%.0f,\"rocksdb_readrandom_ops\":%.0f,"
         "\"segkv_overwrite_ops\":%.0f,\"rocksdb_overwrite_ops\":%.0f,"
+        "\"segkv_batch100_ops\":%.0f,\"rocksdb_batch100_ops\":%.0f,"
         "\"segkv_sync_batch_ops\":%.0f,\"rocksdb_sync_batch_ops\":%.0f,"
         "\"index_bytes_per_key\":%.2f,\"replay_records_per_s\":%.0f,"
         "\"replay_mb_per_s\":%.1f,\"seq_read_mb_per_s\":%.1f,"
         "\"segkv_max_fill_stall_ms\":%.3f,\"rocksdb_max_fill_stall_ms\":%.3f}\n",
         n, seg.fill, rocks.fill, seg.read, rocks.read, seg.overwrite, rocks.overwrite,
+        seg.batch_overwrite, rocks.batch_overwrite,
         seg.sync_batch, rocks.sync_batch, extra.index_bytes_per_key,
         extra.replay_records_per_s, extra.replay_mb_per_s, extra.seq_read_mb_per_s,
         seg.max_fill_stall_ms, rocks.max_fill_stall_ms);

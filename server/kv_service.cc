@@ -194,7 +194,8 @@ class BatchWriteCall : public BatchCall {
 };
 
 void FillResult(WriteResult& r, v1::WriteResult* out) {
-  ToProto(r.status, out->mutable_status());
+  // An absent status means OK: no sub-message for the common case.
+  if (!r.status.ok()) ToProto(r.status, out->mutable_status());
   out->set_version(r.version);
   out->set_existed(r.existed);
   out->set_previous_version(r.previous_version);
