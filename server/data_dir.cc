@@ -22,7 +22,14 @@ std::string PartitionDir(const std::string& dir, uint32_t partition) {
 absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
                          uint32_t partitions) {
   if (partitions == 0) return absl::InvalidArgumentError("need at least one partition");
+  const bool existed = fs->Exists(dir);
   if (absl::Status s = fs->CreateDir(dir); !s.ok()) return s;
+  if (!existed) {
+    // Make the new directory's name durable in its parent.
+    const size_t slash = dir.find_last_of('/', dir.find_last_not_of('/'));
+    const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+    if (absl::Status s = fs->SyncDir(parent); !s.ok()) return s;
+  }
   const std::string path = worker::JoinPath(dir, kIdentity);
   if (!fs->Exists(path)) {
     if (fs->Exists(PartitionDir(dir, 0))) {

@@ -104,8 +104,9 @@ class UnaryWrite : public worker::Request {
     deadline = DeadlineOf(ctx);
   }
   void Committed() override {
-    // A failed compare-and-set still says what the current version is.
-    Fill(result_, resp_);
+    // gRPC sends no message with a non-OK status: a failed compare-and-set
+    // names the current version in its status message instead.
+    if (result_.status.ok()) Fill(result_, resp_);
     reactor->Finish(ToGrpc(result_.status));
     delete this;
   }
@@ -297,14 +298,16 @@ class ScanCall : public worker::Request {
            const v1::ScanRequest* req, v1::ScanResponse* resp, uint32_t partition,
            uint64_t address, size_t limit)
       : reactor(ctx->DefaultReactor()), fe_(fe), req_(req), resp_(resp),
-        partition_(partition), address_(address), remaining_(limit) {
+        partition_(partition), address_(address), remaining_(limit),
+        budget_(fe->limits().scan_max_bytes) {
     deadline = DeadlineOf(ctx);
   }
 
   void Run(Partition& p) override {
     std::vector<worker::ScanItem> items;
+    uint64_t scanned = 0;
     auto next = p.Scan(address_, req_->prefix(), remaining_, req_->keys_only(),
-                       fe_->limits().scan_max_bytes, &items);
+                       budget_, &items, &scanned);
     if (!next.ok()) return Abort(next.status());
     for (auto& it : items) {
       v1::KeyValue* kv = resp_->add_items();
@@ -313,13 +316,15 @@ class ScanCall : public worker::Request {
       kv->set_version(it.version);
     }
     remaining_ -= items.size();
+    budget_ -= std::min(budget_, scanned);
     address_ = *next;
     if (address_ == 0) ++partition_;  // this partition is done
     if (partition_ == fe_->partitions()) return Reply("");
     const std::string cursor = EncodeCursor(partition_, address_);
-    // Stop when full, or after one partition's worth of scanning per RPC
-    // unless nothing has been found yet.
-    if (remaining_ == 0 || address_ != 0 || ++hops_ > fe_->partitions()) {
+    // One RPC examines at most scan_max_bytes of log over all partitions it
+    // visits (bounding the response), and moves on to the next partition
+    // only while it has nothing to return yet.
+    if (remaining_ == 0 || address_ != 0 || budget_ == 0 || resp_->items_size() > 0) {
       return Reply(cursor);
     }
     if (!fe_->worker(partition_)->Submit(this)) Reply(cursor);
@@ -344,7 +349,7 @@ class ScanCall : public worker::Request {
   uint32_t partition_;
   uint64_t address_;
   size_t remaining_;
-  uint32_t hops_ = 0;
+  uint64_t budget_;  // log bytes this RPC may still examine
 };
 
 }  // namespace

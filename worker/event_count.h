@@ -30,7 +30,11 @@ class EventCount {
  public:
   uint32_t Prepare() {
     waiters_.fetch_add(1, std::memory_order_seq_cst);
-    return epoch_.load(std::memory_order_seq_cst);
+    const uint32_t key = epoch_.load(std::memory_order_seq_cst);
+    // Orders the caller's next (possibly relaxed) look at the queue after
+    // the increment, pairing with the fence in Notify().
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return key;
   }
   void Cancel() { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
 

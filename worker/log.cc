@@ -60,6 +60,20 @@ std::string Log::PathOf(uint64_t id) const {
   return JoinPath(options_.dir, SegmentFileName(id));
 }
 
+uint64_t Log::FileEnd(const Segment& seg) const {
+  if (seg.info.sealed) return seg.info.end_offset;
+  if (tail_ == UINT64_MAX) return seg.scan_limit;  // recovering
+  return buffer_base_ - active_base_;
+}
+
+uint64_t Log::TornWindow() const {
+  if (options_.max_unsynced_bytes == 0) return UINT64_MAX;
+  const uint64_t unit = std::max<uint64_t>(
+      options_.max_unsynced_bytes,
+      RecordSize(format::kMaxKeySize, options_.max_value_size));
+  return 2 * unit + options_.buffer_size;
+}
+
 const Log::Segment* Log::SegmentById(uint64_t id) const {
   if (id < first_id_ || id - first_id_ >= segments_.size()) return nullptr;
   return segments_[id - first_id_].get();
@@ -276,6 +290,7 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, Visitor visit,
           seg.info.end_offset));
     }
   }
+  seg.scan_limit = limit;
   auto view = seg.reader->Read(0, limit);
   if (!view.ok()) return view.status();
   const char* base = view->data();
@@ -304,14 +319,19 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, Visitor visit,
     if (!why.empty()) {
       if (absl::Status s = deliver(); !s.ok()) return s;
       if (!active) return absl::DataLossError(absl::StrCat(where(off), ": ", why));
-      // Active segment: a torn tail has no valid record after the damage.
-      for (uint64_t p = off + 1; p + format::kRecordHeaderSize <= limit; ++p) {
-        RecordHeader later;
-        if (CheckRecord(base + p, limit - p, format::kMaxValueSizeLimit, &later)
-                .empty()) {
-          return absl::DataLossError(absl::StrCat(
-              where(off), ": ", why, ", followed by a valid record at offset ",
-              p, " (damage before the tail, not a torn write)"));
+      // Active segment. Damage with no valid record after it is a torn
+      // tail. Damage followed by valid records is a torn write too if it
+      // lies in the last TornWindow() bytes, which may not have been synced
+      // (pages reach the disk in any order); further back it is real damage.
+      if (limit - off > TornWindow()) {
+        for (uint64_t p = off + 1; p + format::kRecordHeaderSize <= limit; ++p) {
+          RecordHeader later;
+          if (CheckRecord(base + p, limit - p, format::kMaxValueSizeLimit, &later)
+                  .empty()) {
+            return absl::DataLossError(absl::StrCat(
+                where(off), ": ", why, ", followed by a valid record at offset ",
+                p, " (damage before the tail, not a torn write)"));
+          }
         }
       }
       LOG(WARNING) << where(off) << ": " << why << "; truncating the torn tail of "
@@ -357,7 +377,7 @@ uint64_t Log::Append(uint64_t size) {
 absl::StatusOr<absl::string_view> Log::Read(uint64_t address, uint64_t n) const {
   if (address >= buffer_base_) {
     if (address + n > tail_) {
-      return absl::InternalError(absl::StrCat("read past the log tail at ", address));
+      return absl::InvalidArgumentError(absl::StrCat("read past the log tail at ", address));
     }
     return absl::string_view(buffer_.data() + (address - buffer_base_), n);
   }
@@ -367,7 +387,15 @@ absl::StatusOr<absl::string_view> Log::Read(uint64_t address, uint64_t n) const 
     return absl::DataLossError(absl::StrCat("address ", address, " is in segment ",
                                             id, ", which does not exist"));
   }
-  return seg->reader->Read(address - id * segment_size_, n);
+  // Never touch a mapping past the end of its file (SIGBUS), nor read file
+  // bytes where the data is still in the buffer.
+  const uint64_t offset = address - id * segment_size_;
+  if (offset + n > FileEnd(*seg)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "read of ", n, " bytes at address ", address, " crosses the end of segment ",
+        id, "'s written data"));
+  }
+  return seg->reader->Read(offset, n);
 }
 
 absl::Status Log::Flush() {
@@ -490,8 +518,13 @@ absl::Status Log::RecordAt(uint64_t address, RecordHeader* header,
   const uint64_t id = address / segment_size_;
   const Segment* seg = SegmentById(id);
   const uint64_t offset = address - id * segment_size_;
-  uint64_t end = 0;  // end of the written data of that segment
-  if (seg != nullptr) end = id == active_id_ ? tail_ - id * segment_size_ : seg->info.end_offset;
+  uint64_t end = 0;  // end of the data a record starting there may use
+  if (seg != nullptr) {
+    end = FileEnd(*seg);
+    // In the active segment a record lies wholly in the file or wholly in
+    // the buffer.
+    if (id == active_id_ && offset >= end) end = tail_ - id * segment_size_;
+  }
   if (seg == nullptr || offset < format::kSegmentHeaderSize || offset >= end) {
     return absl::InvalidArgumentError(absl::StrCat("no record at address ", address));
   }

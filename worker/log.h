@@ -48,7 +48,9 @@ struct LogOptions {
   // Flush() is due once this many bytes are buffered.
   size_t buffer_size = 1 << 20;
   // Flush() also syncs once this many written bytes are not yet durable
-  // (0: never; only Sync() and Seal() do).
+  // (0: never; only Sync() and Seal() do). Recovery relies on it to tell a
+  // torn write from damage (TornWindow()), so the writer must honour it:
+  // callers keep each group between Sync()s under it too.
   uint64_t max_unsynced_bytes = 8 << 20;
 };
 
@@ -154,6 +156,7 @@ class Log {
   struct Segment {
     SegmentInfo info;
     std::unique_ptr<ReadableFile> reader;
+    uint64_t scan_limit = 0;  // while recovering: bytes being scanned
   };
 
   absl::Status CheckSegmentSize() const;
@@ -167,6 +170,12 @@ class Log {
   absl::Status WriteManifest(const std::vector<SegmentInfo>& segments);
   std::string PathOf(uint64_t id) const;
   const Segment* SegmentById(uint64_t id) const;
+  // Offset just past the bytes of segment `id` that are in its file.
+  uint64_t FileEnd(const Segment& seg) const;
+  // How far before the end of the active segment a torn write can reach:
+  // damage there may be followed by bytes that reached the disk out of
+  // order, and is truncated rather than reported.
+  uint64_t TornWindow() const;
   absl::Status Fail(absl::Status s);
 
   const LogOptions options_;

@@ -65,8 +65,7 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
         "max value size ", options.max_value_size, " exceeds the format's ",
         format::kMaxValueSizeLimit));
   }
-  if (options.durability == Durability::kInterval &&
-      options.sync_interval <= absl::ZeroDuration()) {
+  if (options.sync_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("sync interval must be positive");
   }
   std::unique_ptr<Partition> p(new Partition(options));
@@ -354,6 +353,12 @@ absl::Status Partition::ApplyOps(std::span<const WriteOp> ops,
         max_size = RecordSize(op.key.size(), put ? op.value.size() : 0);
       }
       if (need + max_size > room) break;
+      // Keep each group within the log's unsynced-bytes bound (one op at
+      // least): recovery's torn-write window assumes it.
+      if (j > i && options_.max_unsynced_bytes > 0 &&
+          need + max_size > options_.max_unsynced_bytes) {
+        break;
+      }
       need += max_size;
     }
     if (j == i) {
@@ -418,14 +423,23 @@ absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,
                                           absl::string_view prefix,
                                           size_t limit, bool keys_only,
                                           uint64_t max_scan_bytes,
-                                          std::vector<ScanItem>* out) {
+                                          std::vector<ScanItem>* out,
+                                          uint64_t* scanned_bytes) {
   uint64_t address = log_->Skip(cursor == 0 ? log_->First() : cursor);
   uint64_t scanned = 0;
   size_t found = 0;
+  bool first = cursor != 0;  // the client chose this address
   while (address < log_->tail() && found < limit && scanned < max_scan_bytes) {
     RecordHeader h;
     absl::string_view rec;
-    if (absl::Status s = log_->RecordAt(address, &h, &rec); !s.ok()) return s;
+    if (absl::Status s = log_->RecordAt(address, &h, &rec); !s.ok()) {
+      // At an address the scan reached by itself, no record means damage.
+      if (!first && s.code() == absl::StatusCode::kInvalidArgument) {
+        return absl::DataLossError(s.message());
+      }
+      return s;
+    }
+    first = false;
     absl::string_view key = rec.substr(format::kRecordHeaderSize, h.key_len);
     if (h.type == RecordType::kPut && absl::StartsWith(key, prefix)) {
       RecordHeader cur;
@@ -446,6 +460,7 @@ absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,
     scanned += h.size();
     address = log_->Skip(address + h.size());
   }
+  if (scanned_bytes != nullptr) *scanned_bytes = scanned;
   return address >= log_->tail() ? 0 : address;
 }
 

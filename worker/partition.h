@@ -55,7 +55,7 @@ struct PartitionOptions {
   size_t write_buffer_size = 1 << 20;
   uint64_t max_unsynced_bytes = 8 << 20;  // 0: no such bound
   Durability durability = Durability::kAlways;
-  absl::Duration sync_interval = absl::Milliseconds(100);
+  absl::Duration sync_interval = absl::Milliseconds(100);  // must be > 0
 };
 
 struct WriteOp {
@@ -159,8 +159,9 @@ class Partition {
 
   // Appends to `out` the live keys whose records lie at or after `cursor`
   // (0 = the beginning) in log order, that start with `prefix`, until
-  // `limit` items or about `max_scan_bytes` of log have been looked at.
-  // Returns where to continue, 0 when the end of the log was reached.
+  // `limit` items or about `max_scan_bytes` of log have been looked at
+  // (reported in *scanned_bytes if not null). Returns where to continue, 0
+  // when the end of the log was reached. DATA_LOSS if damage is met.
   // A key not written during a whole scan is returned exactly once; one
   // written during it may appear twice or not at all (its record moves to
   // the tail). INVALID_ARGUMENT if `cursor` is not an address this scan
@@ -168,7 +169,8 @@ class Partition {
   absl::StatusOr<uint64_t> Scan(uint64_t cursor, absl::string_view prefix,
                                 size_t limit, bool keys_only,
                                 uint64_t max_scan_bytes,
-                                std::vector<ScanItem>* out);
+                                std::vector<ScanItem>* out,
+                                uint64_t* scanned_bytes = nullptr);
 
   // Starts loading what looking these keys up will touch: their index
   // buckets, then the records their fingerprints point at. Lookups are

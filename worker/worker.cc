@@ -62,22 +62,21 @@ void Worker::Stop() {
 
 void Worker::Loop() {
   // An idle worker wakes this often to run interval syncs.
-  const absl::Duration tick =
-      std::min(options_.partition.sync_interval, absl::Milliseconds(100));
+  const absl::Duration tick = std::clamp(options_.partition.sync_interval,
+                                         absl::Milliseconds(1), absl::Milliseconds(100));
   for (;;) {
     batch_.clear();
     Request* r;
     while (batch_.size() < options_.max_drain && queue_.TryPop(&r)) {
       batch_.push_back(r);
     }
-    if (!batch_.empty()) {
-      RunBatch();
-      continue;
-    }
-    if (stopping_.load(std::memory_order_seq_cst)) break;
+    if (!batch_.empty()) RunBatch();
+    // An interval sync is due whether or not the queue ever empties.
     if (absl::Status s = partition_->Tick(); !s.ok()) {
       LOG_EVERY_N(ERROR, 100) << "partition " << id() << " interval sync: " << s;
     }
+    if (!batch_.empty()) continue;
+    if (stopping_.load(std::memory_order_seq_cst)) break;
     const uint32_t key = wakeup_.Prepare();
     if (queue_.ApproxSize() > 0 || stopping_.load(std::memory_order_seq_cst)) {
       wakeup_.Cancel();

@@ -1,7 +1,9 @@
 // Recovery from damaged logs: one test per kind of damage. A torn tail of
 // the active segment is truncated; anything else is DATA_LOSS naming the
 // segment and offset, never skipped.
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -27,20 +29,33 @@ constexpr uint64_t kRecord = format::kRecordHeaderSize + 3 + kValueSize;  // 55
 
 std::string Key(int i) { return absl::StrCat("k", i < 10 ? "0" : "", i); }
 std::string Value(int i) { return std::string(kValueSize, 'a' + i % 26); }
-uint64_t OffsetOf(int i) { return format::kSegmentHeaderSize + i * kRecord; }
+// Keys k00..k99 make 55-byte records, k100 and up 56-byte ones.
+uint64_t OffsetOf(int i) {
+  return format::kSegmentHeaderSize + std::min(i, 100) * kRecord +
+         std::max(i - 100, 0) * (kRecord + 1);
+}
 
 class LogCorruptionTest : public ::testing::Test {
  protected:
+  LogCorruptionTest() : options_(SmallOptions(&fs_)) {
+    // A torn write can only reach TornWindow() (~10 KiB here) back from
+    // the end of the active segment; damage further back is real damage.
+    options_.max_unsynced_bytes = 1024;
+    options_.write_buffer_size = 256;
+  }
+  // Active-segment tests write ~55 KB into one 256 KiB segment.
+  void UseLargeSegments() { options_.segment_size = 256 << 10; }
+
   // Writes records k00..k<n-1> (55 bytes each) and closes the partition.
   void Write(int n) {
-    auto p = Partition::Open(SmallOptions(&fs_));
+    auto p = Partition::Open(options_);
     ASSERT_THAT(p, IsOk());
     for (int i = 0; i < n; ++i) ASSERT_THAT((*p)->Put(Key(i), Value(i)), IsOk());
     segments_ = (*p)->Segments().size();
   }
 
   absl::StatusOr<std::unique_ptr<Partition>> Reopen() {
-    return Partition::Open(SmallOptions(&fs_));
+    return Partition::Open(options_);
   }
 
   void Edit(const std::string& path, absl::FunctionRef<void(std::string&)> f) {
@@ -64,6 +79,7 @@ class LogCorruptionTest : public ::testing::Test {
   }
 
   MemFileSystem fs_;
+  PartitionOptions options_;
   size_t segments_ = 0;
 };
 
@@ -115,7 +131,8 @@ TEST_F(LogCorruptionTest, BadCrcInLastRecordIsTruncated) {
 }
 
 TEST_F(LogCorruptionTest, BadCrcBeforeTailIsDataLoss) {
-  Write(10);
+  UseLargeSegments();
+  Write(1000);
   Edit(SegmentPath(0), [](std::string& d) { d[OffsetOf(3) + 40] ^= 1; });
   auto p = Reopen();
   EXPECT_THAT(p, StatusIs(absl::StatusCode::kDataLoss));
@@ -125,7 +142,8 @@ TEST_F(LogCorruptionTest, BadCrcBeforeTailIsDataLoss) {
 }
 
 TEST_F(LogCorruptionTest, BadLengthBeforeTailIsDataLoss) {
-  Write(10);
+  UseLargeSegments();
+  Write(1000);
   Edit(SegmentPath(0), [](std::string& d) {
     d[OffsetOf(3) + format::kRecKeyLen] = 0x10;  // key_len 16 instead of 3
   });
@@ -135,7 +153,8 @@ TEST_F(LogCorruptionTest, BadLengthBeforeTailIsDataLoss) {
 }
 
 TEST_F(LogCorruptionTest, HugeLengthBeforeTailIsDataLoss) {
-  Write(10);
+  UseLargeSegments();
+  Write(1000);
   Edit(SegmentPath(0), [](std::string& d) {
     d[OffsetOf(3) + format::kRecValueLen + 3] = 0x7f;  // value_len ~2 GiB
   });
@@ -143,13 +162,39 @@ TEST_F(LogCorruptionTest, HugeLengthBeforeTailIsDataLoss) {
 }
 
 TEST_F(LogCorruptionTest, ZeroFilledRangeBeforeTailIsDataLoss) {
-  Write(10);
+  UseLargeSegments();
+  Write(1000);
   Edit(SegmentPath(0), [](std::string& d) {
     std::fill(d.begin() + OffsetOf(2), d.begin() + OffsetOf(4), '\0');
   });
   auto p = Reopen();
   EXPECT_THAT(p, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(p.status().message(), HasSubstr(absl::StrCat("offset ", OffsetOf(2))));
+}
+
+TEST_F(LogCorruptionTest, TornWriteWithValidRecordsAfterItIsTruncated) {
+  // Pages of an unsynced write reach the disk in any order: a hole near the
+  // end with intact records after it is a torn write, not damage.
+  UseLargeSegments();
+  Write(1000);
+  Edit(SegmentPath(0), [](std::string& d) {
+    std::fill(d.begin() + OffsetOf(990), d.begin() + OffsetOf(993), '\0');
+  });
+  auto p = Reopen();
+  ASSERT_THAT(p, IsOk());
+  EXPECT_EQ(CountPresent(**p, 1000), 990);
+  EXPECT_EQ((*p)->Stats().recovery.truncated_bytes, 10 * (kRecord + 1));
+}
+
+TEST_F(LogCorruptionTest, DamageFoundByScanIsDataLoss) {
+  UseLargeSegments();
+  Write(100);
+  auto p = Reopen();
+  ASSERT_THAT(p, IsOk());
+  Edit(SegmentPath(0), [](std::string& d) { d[OffsetOf(50) + 40] ^= 1; });
+  std::vector<ScanItem> items;
+  EXPECT_THAT((*p)->Scan(0, "", 1000, false, 1 << 20, &items),
+              StatusIs(absl::StatusCode::kDataLoss));
 }
 
 TEST_F(LogCorruptionTest, BadCrcInSealedSegmentIsDataLoss) {

@@ -475,6 +475,28 @@ TEST_F(PartitionTest, ScanRejectsACursorInsideARecord) {
   EXPECT_THAT(p_->Scan(uint64_t{1} << 40, "", 10, false, 1 << 20, &items), IsOk());
 }
 
+TEST_F(PartitionTest, ScanCursorCrossingIntoTheTailBufferIsRejected) {
+  Open(Durability::kNone);
+  ASSERT_THAT(p_->Put("a", std::string(100, 'a')), IsOk());
+  ASSERT_THAT(p_->Sync(), IsOk());
+  const uint64_t file_end = p_->Stats().synced_address;
+  ASSERT_THAT(p_->Put("b", std::string(100, 'b')), IsOk());  // buffered
+  std::vector<ScanItem> items;
+  EXPECT_THAT(p_->Scan(file_end - 1, "", 10, false, 1 << 20, &items),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  auto next = p_->Scan(file_end, "", 10, false, 1 << 20, &items);
+  ASSERT_THAT(next, IsOk());
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].key, "b");
+}
+
+TEST_F(PartitionTest, NonPositiveSyncIntervalIsInvalidArgument) {
+  PartitionOptions o = SmallOptions(&fs_, Durability::kAlways);
+  o.dir = "/data/other";
+  o.sync_interval = absl::ZeroDuration();
+  EXPECT_THAT(Partition::Open(o), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST_F(PartitionTest, ScanStopsAfterMaxScanBytes) {
   for (int i = 0; i < 50; ++i) ASSERT_THAT(p_->Put(absl::StrCat("k", i), "v"), IsOk());
   std::vector<ScanItem> items;
