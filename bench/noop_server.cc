@@ -29,22 +29,32 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "address to serve on (port 0 picks a free port)");
 ABSL_FLAG(int, max_message_bytes, 64 << 20,
           "largest request or response message, bytes");
+ABSL_FLAG(int, value_size, 100,
+          "bytes of the constant value every Get/BatchGet answers with, so "
+          "responses are as large as a real server's");
 
 namespace segkv::bench {
 namespace {
 
-// Every handler answers at once on the gRPC thread that received the call.
+// Every handler answers at once on the gRPC thread that received the call,
+// with responses shaped like a real server's (a Get finds a constant value
+// of --value_size bytes; a Put reports a version) but no work behind them.
 class NoopKvService final : public v1::KV::CallbackService {
  public:
+  explicit NoopKvService(std::string value) : value_(std::move(value)) {}
+
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx,
                                 const v1::PutRequest* req,
                                 v1::PutResponse* resp) override {
+    resp->set_version(1);
     return Done(ctx);
   }
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
                                 const v1::GetRequest* req,
                                 v1::GetResponse* resp) override {
-    resp->set_found(false);
+    resp->set_found(true);
+    resp->set_version(1);
+    resp->set_value(value_);
     return Done(ctx);
   }
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
@@ -56,14 +66,19 @@ class NoopKvService final : public v1::KV::CallbackService {
                                      const v1::BatchGetRequest* req,
                                      v1::BatchGetResponse* resp) override {
     resp->mutable_results()->Reserve(req->keys_size());
-    for (int i = 0; i < req->keys_size(); ++i) resp->add_results();
+    for (int i = 0; i < req->keys_size(); ++i) {
+      v1::GetResponse* r = resp->add_results();
+      r->set_found(true);
+      r->set_version(1);
+      r->set_value(value_);
+    }
     return Done(ctx);
   }
   grpc::ServerUnaryReactor* BatchWrite(grpc::CallbackServerContext* ctx,
                                        const v1::BatchWriteRequest* req,
                                        v1::BatchWriteResponse* resp) override {
     resp->mutable_results()->Reserve(req->ops_size());
-    for (int i = 0; i < req->ops_size(); ++i) resp->add_results();
+    for (int i = 0; i < req->ops_size(); ++i) resp->add_results()->set_version(1);
     return Done(ctx);
   }
   grpc::ServerUnaryReactor* Scan(grpc::CallbackServerContext* ctx,
@@ -78,6 +93,8 @@ class NoopKvService final : public v1::KV::CallbackService {
     r->Finish(grpc::Status::OK);
     return r;
   }
+
+  const std::string value_;
 };
 
 // The host part of "host:port" or "[v6]:port".
@@ -97,7 +114,7 @@ int Serve(const std::string& listen, int max_message_bytes) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  NoopKvService service;
+  NoopKvService service(std::string(absl::GetFlag(FLAGS_value_size), 'v'));
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
