@@ -390,7 +390,9 @@ TEST_F(ServerTest, RestartKeepsData) {
     auto get = client_->Get(absl::StrCat("k", i));
     ASSERT_THAT(get, IsOk());
     EXPECT_EQ(get->found(), i != 7) << i;
-    if (i != 7) EXPECT_EQ(get->value(), absl::StrCat("v", i));
+    if (i != 7) {
+      EXPECT_EQ(get->value(), absl::StrCat("v", i));
+    }
   }
 }
 
