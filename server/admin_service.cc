@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/fan_out.h"
 #include "server/grpc_status.h"
 #include "worker/format.h"
 
@@ -16,39 +17,35 @@ using worker::Partition;
 
 // Runs `fn(partition, worker)` on every worker, then `finish()` once all
 // are done, and answers with the first error if any.
-class FanOut {
+class FanOut : public FanOutCall {
  public:
   using Fn = std::function<absl::Status(Partition&, worker::Worker&)>;
 
   static grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* ctx,
                                          Frontend* fe, Fn fn,
                                          std::function<void()> finish = nullptr) {
-    auto* reactor = ctx->DefaultReactor();
     if (absl::Status s = fe->CheckAccepting(); !s.ok()) {
+      auto* reactor = ctx->DefaultReactor();
       reactor->Finish(ToGrpc(s));
       return reactor;
     }
-    auto* f = new FanOut(reactor, std::move(fn), std::move(finish), fe->partitions());
+    auto* f = new FanOut(ctx, std::move(fn), std::move(finish));
+    std::vector<std::unique_ptr<Part>> parts;
     for (uint32_t p = 0; p < fe->partitions(); ++p) {
-      auto* part = new Part(f, fe->worker(p), DeadlineOf(ctx));
-      if (!fe->worker(p)->Submit(part)) {
-        part->Abort(absl::ResourceExhaustedError(
-            absl::StrCat("worker queue of partition ", p, " is full")));
-      }
+      parts.push_back(std::make_unique<Part>(f, fe->worker(p)));
     }
-    return reactor;
+    return SubmitParts(fe, f, parts);
   }
 
- private:
   class Part : public worker::Request {
    public:
-    Part(FanOut* f, worker::Worker* w, absl::Time d) : f_(f), w_(w) { deadline = d; }
+    Part(FanOut* f, worker::Worker* w) : f_(f), w_(w) { deadline = f->deadline; }
     void Run(Partition& p) override {
-      f_->Done(f_->fn_(p, *w_));
+      f_->PartDone(f_->fn_(p, *w_));
       delete this;
     }
     void Abort(const absl::Status& s) override {
-      f_->Done(s);
+      f_->PartDone(s);
       delete this;
     }
 
@@ -57,33 +54,17 @@ class FanOut {
     worker::Worker* const w_;
   };
 
-  FanOut(grpc::ServerUnaryReactor* reactor, Fn fn, std::function<void()> finish,
-         uint32_t parts)
-      : reactor_(reactor), fn_(std::move(fn)), finish_(std::move(finish)),
-        pending_(parts) {}
+ private:
+  FanOut(grpc::CallbackServerContext* ctx, Fn fn, std::function<void()> finish)
+      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)),
+        fn_(std::move(fn)), finish_(std::move(finish)) {}
 
-  void Done(const absl::Status& s) {
-    if (!s.ok()) {
-      absl::MutexLock l(&mu_);
-      if (error_.ok()) error_ = s;
-    }
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    absl::Status final_status;
-    {
-      absl::MutexLock l(&mu_);
-      final_status = error_;
-    }
-    if (finish_ != nullptr && final_status.ok()) finish_();
-    reactor_->Finish(ToGrpc(final_status));
-    delete this;
+  void BeforeFinish() override {
+    if (finish_ != nullptr) finish_();
   }
 
-  grpc::ServerUnaryReactor* const reactor_;
   const Fn fn_;
   const std::function<void()> finish_;
-  std::atomic<uint32_t> pending_;
-  absl::Mutex mu_;  // only taken when a part fails
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

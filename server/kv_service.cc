@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "server/fan_out.h"
 #include "server/grpc_status.h"
 #include "worker/coding.h"
 #include "worker/format.h"
@@ -154,43 +155,10 @@ class UnaryGet : public worker::Request {
   v1::GetResponse* const resp_;
 };
 
-// Fan-out bookkeeping of a batch RPC: the last part to finish answers.
-class BatchCall {
- public:
-  explicit BatchCall(grpc::CallbackServerContext* ctx)
-      : reactor(ctx->DefaultReactor()), deadline(DeadlineOf(ctx)) {}
-  virtual ~BatchCall() = default;
-
-  void SetParts(int n) { pending_.store(n, std::memory_order_relaxed); }
-  void PartDone(const absl::Status& s) {
-    if (!s.ok()) {
-      absl::MutexLock l(&mu_);
-      if (error_.ok()) error_ = s;
-    }
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      absl::Status final_status;
-      {
-        absl::MutexLock l(&mu_);
-        final_status = error_;
-      }
-      reactor->Finish(ToGrpc(final_status));
-      delete this;
-    }
-  }
-
-  grpc::ServerUnaryReactor* const reactor;
-  const absl::Time deadline;
-
- private:
-  std::atomic<int> pending_{0};
-  absl::Mutex mu_;  // only taken when a part fails
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
-};
-
-class BatchWriteCall : public BatchCall {
+class BatchWriteCall : public FanOutCall {
  public:
   BatchWriteCall(grpc::CallbackServerContext* ctx, v1::BatchWriteResponse* resp)
-      : BatchCall(ctx), resp(resp) {}
+      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)), resp(resp) {}
   v1::BatchWriteResponse* const resp;
 };
 
@@ -235,11 +203,11 @@ class BatchWritePart : public worker::Request {
   std::vector<WriteResult> results_;
 };
 
-class BatchGetCall : public BatchCall {
+class BatchGetCall : public FanOutCall {
  public:
   BatchGetCall(grpc::CallbackServerContext* ctx, const v1::BatchGetRequest* req,
                v1::BatchGetResponse* resp)
-      : BatchCall(ctx), req(req), resp(resp) {}
+      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)), req(req), resp(resp) {}
   const v1::BatchGetRequest* const req;
   v1::BatchGetResponse* const resp;
 };
@@ -432,18 +400,10 @@ grpc::ServerUnaryReactor* KvService::BatchWrite(grpc::CallbackServerContext* ctx
     if (parts[p] == nullptr) parts[p] = std::make_unique<BatchWritePart>(call);
     parts[p]->Add(i, w);
   }
-  int n = 1;  // the handler holds one count until every part is submitted
-  for (auto& part : parts) n += part != nullptr;
-  call->SetParts(n);
-  for (uint32_t p = 0; p < parts.size(); ++p) {
-    if (parts[p] == nullptr) continue;
-    parts[p]->Seal();
-    BatchWritePart* raw = parts[p].release();
-    if (!fe_->worker(p)->Submit(raw)) raw->Abort(QueueFull(p));
+  for (auto& part : parts) {
+    if (part != nullptr) part->Seal();
   }
-  grpc::ServerUnaryReactor* reactor = call->reactor;
-  call->PartDone(absl::OkStatus());
-  return reactor;
+  return SubmitParts(fe_, call, parts);
 }
 
 grpc::ServerUnaryReactor* KvService::BatchGet(grpc::CallbackServerContext* ctx,
@@ -466,17 +426,7 @@ grpc::ServerUnaryReactor* KvService::BatchGet(grpc::CallbackServerContext* ctx,
     if (parts[p] == nullptr) parts[p] = std::make_unique<BatchGetPart>(call);
     parts[p]->Add(i);
   }
-  int n = 1;
-  for (auto& part : parts) n += part != nullptr;
-  call->SetParts(n);
-  for (uint32_t p = 0; p < parts.size(); ++p) {
-    if (parts[p] == nullptr) continue;
-    BatchGetPart* raw = parts[p].release();
-    if (!fe_->worker(p)->Submit(raw)) raw->Abort(QueueFull(p));
-  }
-  grpc::ServerUnaryReactor* reactor = call->reactor;
-  call->PartDone(absl::OkStatus());
-  return reactor;
+  return SubmitParts(fe_, call, parts);
 }
 
 grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,

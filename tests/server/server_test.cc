@@ -325,6 +325,15 @@ TEST_F(ServerTest, FullQueueIsResourceExhaustedAndServerKeepsServing) {
   while (server_->frontend().worker(0)->queue_depth() < 2) std::this_thread::yield();
   EXPECT_THAT(client_->Put("refused", "v"), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(client_->Get("refused"), StatusIs(absl::StatusCode::kResourceExhausted));
+  // A batch reports the refusal per op; an Admin fan-out fails whole.
+  v1::BatchWriteRequest batch;
+  auto* put = batch.add_ops()->mutable_put();
+  put->set_key("refused");
+  put->set_value("v");
+  auto batch_resp = client_->BatchWrite(batch);
+  ASSERT_THAT(batch_resp, IsOk());
+  EXPECT_EQ(batch_resp->results(0).status().code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(client_->Status(), StatusIs(absl::StatusCode::kResourceExhausted));
   blocker->release.Notify();
   for (auto& t : queued) t.join();
   EXPECT_EQ(queued_ok.load(), 2);
