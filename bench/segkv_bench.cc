@@ -866,7 +866,7 @@ bool IsUsageFlag(absl::string_view name) {
 // failed" here; so flags are checked first (same syntax: -f/--f, =value or
 // the next argument, --nobool, "--" ends flags) and reported with status 2.
 absl::Status CheckFlags(int argc, char** argv) {
-  const absl::string_view own_file =
+  const std::string own_file =
       absl::FindCommandLineFlag("target")->Filename();
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
