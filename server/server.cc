@@ -17,6 +17,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (n < 0) return absl::InvalidArgumentError("--workers must be >= 0");
   if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (options.queue_depth == 0) return absl::InvalidArgumentError("--queue_depth must be > 0");
+  // A Put of the largest value must fit in one gRPC message.
+  const uint64_t largest_put = options.limits.max_value_size + 2 * 4096;
+  if (options.max_message_bytes <= 0 ||
+      static_cast<uint64_t>(options.max_message_bytes) < largest_put) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_message_bytes (", options.max_message_bytes,
+        ") must be at least --max_value_size + 8 KiB (", largest_put, ")"));
+  }
 
   worker::FileSystem* fs = options.partition.fs != nullptr ? options.partition.fs
                                                            : worker::DefaultFileSystem();

@@ -417,6 +417,13 @@ TEST_F(ServerTest, OtherPartitionCountIsFailedPrecondition) {
   StartServer();
 }
 
+TEST_F(ServerTest, MessageLimitBelowValueLimitIsInvalidArgument) {
+  ServerOptions o = options_;
+  o.data_dir = dir_ + "-other";
+  o.max_message_bytes = 32 << 10;  // below the 64 KiB value limit
+  EXPECT_THAT(Server::Start(o), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST_F(ServerTest, AfterShutdownStartsRequestsAreUnavailable) {
   server_->frontend().StopAccepting();
   EXPECT_THAT(client_->Put("k", "v"), StatusIs(absl::StatusCode::kUnavailable));
