@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "client/flag_check.h"
 #include "absl/flags/parse.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/flags/reflection.h"
@@ -853,60 +854,6 @@ int Run(const Config& c) {
   return Report(c, Measure(c, workload, conns));
 }
 
-bool IsUsageFlag(absl::string_view name) {
-  for (absl::string_view f :
-       {"help", "helpfull", "helpshort", "helppackage", "version",
-        "only_check_args", "helpon", "helpmatch"}) {
-    if (name == f) return true;
-  }
-  return false;
-}
-
-// absl::ParseCommandLine exits with status 1 on a bad flag, which means "ops
-// failed" here; so flags are checked first (same syntax: -f/--f, =value or
-// the next argument, --nobool, "--" ends flags) and reported with status 2.
-absl::Status CheckFlags(int argc, char** argv) {
-  const std::string own_file =
-      absl::FindCommandLineFlag("target")->Filename();
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;
-    arg.remove_prefix(arg[1] == '-' ? 2 : 1);
-    size_t eq = arg.find('=');
-    absl::string_view name = arg.substr(0, eq);
-    std::optional<absl::string_view> value;
-    if (eq != absl::string_view::npos) value = arg.substr(eq + 1);
-    // The usage flags (--help, --helpfull, --version, ...) are not in the
-    // flag registry; absl handles them.
-    if (IsUsageFlag(name)) continue;
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr) {
-      absl::CommandLineFlag* neg =
-          name.substr(0, 2) == "no" ? absl::FindCommandLineFlag(name.substr(2))
-                                    : nullptr;
-      if (neg != nullptr && neg->IsOfType<bool>() && !value.has_value()) {
-        continue;
-      }
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag: ", argv[i]));
-    }
-    if (flag->IsOfType<bool>() && !value.has_value()) continue;
-    if (!value.has_value()) {
-      if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("missing value for flag ", argv[i]));
-      }
-      value = argv[++i];
-    }
-    if (flag->Filename() != own_file) continue;  // built-ins: left to absl
-    std::string error;
-    if (!flag->ParseFrom(*value, &error)) {
-      return absl::InvalidArgumentError(error);
-    }
-  }
-  return absl::OkStatus();
-}
 
 int UsageError(absl::string_view message) {
   std::cerr << "segkv-bench: " << message << "\n";
@@ -928,7 +875,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "segkv-bench [--target=segkv|noop|etcd] [--endpoint=HOST:PORT] "
       "[--mix=put:50,get:50] [--duration=10s] ...");
-  if (absl::Status s = segkv::bench::CheckFlags(argc, argv); !s.ok()) {
+  if (absl::Status s = segkv::client::CheckFlags(argc, argv, "target"); !s.ok()) {
     return UsageError(s.message());
   }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "client/flag_check.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
@@ -399,63 +400,6 @@ constexpr CommandSpec kCommands[] = {
 // ---------------------------------------------------------------------------
 // Command line.
 
-bool IsUsageFlag(absl::string_view name) {
-  for (absl::string_view f :
-       {"help", "helpfull", "helpshort", "helppackage", "version",
-        "only_check_args", "helpon", "helpmatch"}) {
-    if (name == f) return true;
-  }
-  return false;
-}
-
-// absl::ParseCommandLine exits with status 1 on a bad flag; segkvctl reserves
-// 1 for RPC errors, so flags are checked here first (same syntax rules:
-// -f/--f, =value or the next argument, --nobool, "--" ends flags).
-absl::Status CheckFlags(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;
-    arg.remove_prefix(arg[1] == '-' ? 2 : 1);
-    size_t eq = arg.find('=');
-    absl::string_view name = arg.substr(0, eq);
-    std::optional<absl::string_view> value;
-    if (eq != absl::string_view::npos) value = arg.substr(eq + 1);
-    // The usage flags (--help, --helpfull, --version, ...) are not in the
-    // flag registry; absl handles them.
-    if (IsUsageFlag(name)) continue;
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr) {
-      absl::CommandLineFlag* neg = absl::ConsumePrefix(&name, "no")
-                                       ? absl::FindCommandLineFlag(name)
-                                       : nullptr;
-      if (neg != nullptr && neg->IsOfType<bool>() && !value.has_value()) {
-        continue;
-      }
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag: ", argv[i]));
-    }
-    if (flag->IsOfType<bool>() && !value.has_value()) continue;
-    if (!value.has_value()) {
-      if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("missing value for flag ", argv[i]));
-      }
-      value = argv[++i];
-    }
-    // Only this program's flags: the built-in ones (flagfile, ...) act when
-    // parsed, so they are left to absl.
-    if (flag->Filename() != absl::FindCommandLineFlag("w")->Filename()) {
-      continue;
-    }
-    std::string error;
-    if (!flag->ParseFrom(*value, &error)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad value for --", name, ": ", error));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<Invocation> ParseInvocation(
     const std::vector<char*>& positional) {
@@ -517,7 +461,7 @@ int UsageError(absl::string_view message) {
 int main(int argc, char** argv) {
   using segkv::client::UsageError;
   absl::SetProgramUsageMessage(segkv::client::kUsage);
-  if (absl::Status s = segkv::client::CheckFlags(argc, argv); !s.ok()) {
+  if (absl::Status s = segkv::client::CheckFlags(argc, argv, "w"); !s.ok()) {
     return UsageError(s.message());
   }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
