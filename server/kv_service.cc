@@ -94,29 +94,40 @@ void FillDelete(const WriteResult& r, v1::DeleteResponse* resp) {
   if (!r.previous_value.empty()) resp->set_previous_value(r.previous_value);
 }
 
+// A request that answers one unary RPC: it owns itself from the worker's
+// call on and finishes the RPC exactly once.
+class UnaryRequest : public worker::Request {
+ public:
+  explicit UnaryRequest(grpc::CallbackServerContext* ctx)
+      : reactor(ctx->DefaultReactor()) {
+    deadline = DeadlineOf(ctx);
+  }
+  void Abort(const absl::Status& s) override { Answer(s); }
+
+  grpc::ServerUnaryReactor* const reactor;
+
+ protected:
+  void Answer(const absl::Status& s) {
+    reactor->Finish(ToGrpc(s));
+    delete this;
+  }
+};
+
 // One write op of a unary Put or Delete.
 template <typename Resp, void (*Fill)(const WriteResult&, Resp*)>
-class UnaryWrite : public worker::Request {
+class UnaryWrite : public UnaryRequest {
  public:
   UnaryWrite(grpc::CallbackServerContext* ctx, WriteOp op, Resp* resp)
-      : reactor(ctx->DefaultReactor()), op_(op), resp_(resp) {
+      : UnaryRequest(ctx), op_(op), resp_(resp) {
     ops = std::span<const WriteOp>(&op_, 1);
     results = &result_;
-    deadline = DeadlineOf(ctx);
   }
   void Committed() override {
     // gRPC sends no message with a non-OK status: a failed compare-and-set
     // names the current version in its status message instead.
     if (result_.status.ok()) Fill(result_, resp_);
-    reactor->Finish(ToGrpc(result_.status));
-    delete this;
+    Answer(result_.status);
   }
-  void Abort(const absl::Status& s) override {
-    reactor->Finish(ToGrpc(s));
-    delete this;
-  }
-
-  grpc::ServerUnaryReactor* const reactor;
 
  private:
   WriteOp op_;
@@ -124,12 +135,11 @@ class UnaryWrite : public worker::Request {
   Resp* const resp_;
 };
 
-class UnaryGet : public worker::Request {
+class UnaryGet : public UnaryRequest {
  public:
   UnaryGet(grpc::CallbackServerContext* ctx, absl::string_view key,
            v1::GetResponse* resp)
-      : reactor(ctx->DefaultReactor()), key_(key), resp_(resp) {
-    deadline = DeadlineOf(ctx);
+      : UnaryRequest(ctx), key_(key), resp_(resp) {
     read_key = key;
   }
   void Run(Partition& p) override {
@@ -140,15 +150,8 @@ class UnaryGet : public worker::Request {
       resp_->set_version(r.version);
       resp_->set_value(std::move(r.value));
     }
-    reactor->Finish(ToGrpc(s));
-    delete this;
+    Answer(s);
   }
-  void Abort(const absl::Status& s) override {
-    reactor->Finish(ToGrpc(s));
-    delete this;
-  }
-
-  grpc::ServerUnaryReactor* const reactor;
 
  private:
   const absl::string_view key_;
@@ -260,16 +263,14 @@ std::string EncodeCursor(uint32_t partition, uint64_t address) {
   return c;
 }
 
-class ScanCall : public worker::Request {
+class ScanCall : public UnaryRequest {
  public:
   ScanCall(grpc::CallbackServerContext* ctx, Frontend* fe,
            const v1::ScanRequest* req, v1::ScanResponse* resp, uint32_t partition,
            uint64_t address, size_t limit)
-      : reactor(ctx->DefaultReactor()), fe_(fe), req_(req), resp_(resp),
+      : UnaryRequest(ctx), fe_(fe), req_(req), resp_(resp),
         partition_(partition), address_(address), remaining_(limit),
-        budget_(fe->limits().scan_max_bytes) {
-    deadline = DeadlineOf(ctx);
-  }
+        budget_(fe->limits().scan_max_bytes) {}
 
   void Run(Partition& p) override {
     std::vector<worker::ScanItem> items;
@@ -297,18 +298,11 @@ class ScanCall : public worker::Request {
     }
     if (!fe_->worker(partition_)->Submit(this)) Reply(cursor);
   }
-  void Abort(const absl::Status& s) override {
-    reactor->Finish(ToGrpc(s));
-    delete this;
-  }
-
-  grpc::ServerUnaryReactor* const reactor;
 
  private:
   void Reply(const std::string& cursor) {
     resp_->set_next_cursor(cursor);
-    reactor->Finish(grpc::Status::OK);
-    delete this;
+    Answer(absl::OkStatus());
   }
 
   Frontend* const fe_;
