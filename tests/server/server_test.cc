@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "client/client.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gmock/gmock.h"
@@ -345,10 +346,20 @@ TEST_F(ServerTest, FullQueueIsResourceExhaustedAndServerKeepsServing) {
 
 TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceededAndNotApplied) {
   auto blocker = std::make_unique<Blocker>();
-  ASSERT_TRUE(server_->frontend().worker(server_->frontend().PartitionOf("late"))->Submit(blocker.get()));
+  auto* worker = server_->frontend().worker(server_->frontend().PartitionOf("late"));
+  ASSERT_TRUE(worker->Submit(blocker.get()));
   blocker->running.WaitForNotification();
   client::Client impatient(client_->channel(), absl::Milliseconds(50));
-  EXPECT_THAT(impatient.Put("late", "v"), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  std::thread put([&] {
+    EXPECT_THAT(impatient.Put("late", "v"), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  });
+  // The server's deadline is its receipt time plus the timeout the client
+  // sent (at most 50 ms), so it has passed 50 ms after the request is seen
+  // queued, however late the server read it. Only then free the worker.
+  while (worker->queue_depth() < 1) std::this_thread::yield();
+  const absl::Time queued_by = absl::Now();
+  put.join();
+  absl::SleepFor(queued_by + absl::Milliseconds(60) - absl::Now());
   blocker->release.Notify();
   blocker->done.WaitForNotification();
   // The worker meets the request after its deadline and does not apply it.
