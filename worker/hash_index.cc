@@ -1,8 +1,11 @@
 #include "worker/hash_index.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+
+#include "absl/strings/str_cat.h"
 
 namespace segkv::worker {
 
@@ -15,7 +18,16 @@ void* HashIndex::AllocZeroed(size_t bytes) {
   return p;
 }
 
-HashIndex::HashIndex() {
+HashIndex::HashIndex() { Clear(); }
+
+void HashIndex::Clear() {
+  chunks_.clear();
+  node_chunks_.clear();
+  node_free_.clear();
+  nodes_used_ = 0;
+  count_ = 0;
+  level_ = kInitialLevel;
+  split_ = 0;
   num_buckets_ = uint64_t{1} << kInitialLevel;
   chunks_.emplace_back(static_cast<Bucket*>(AllocZeroed(kChunkBuckets * sizeof(Bucket))));
   low_mask_ = (uint64_t{1} << level_) - 1;
@@ -134,6 +146,112 @@ void HashIndex::SplitOne() {
     Place((fp & bit) ? to : from, fp, address);
   }
   entries_moved_ += scratch_.size();
+}
+
+HashIndex::Geometry HashIndex::geometry() const {
+  Geometry g;
+  g.count = count_;
+  g.num_buckets = num_buckets_;
+  g.split = split_;
+  g.nodes_used = nodes_used_;
+  g.free_nodes = node_free_.size();
+  g.level = static_cast<uint32_t>(level_);
+  return g;
+}
+
+uint64_t HashIndex::ImageSize() const {
+  return num_buckets_ * sizeof(Bucket) + nodes_used_ * sizeof(Node) +
+         node_free_.size() * sizeof(uint32_t);
+}
+
+void HashIndex::CopyImage(char* out) const {
+  for (uint64_t i = 0; i < num_buckets_; i += kChunkBuckets) {
+    const uint64_t n = std::min(kChunkBuckets, num_buckets_ - i);
+    std::memcpy(out, BucketAt(i), n * sizeof(Bucket));
+    out += n * sizeof(Bucket);
+  }
+  for (uint64_t i = 0; i < nodes_used_; i += kChunkNodes) {
+    const uint64_t n = std::min(kChunkNodes, nodes_used_ - i);
+    std::memcpy(out, NodeAt(static_cast<uint32_t>(i + 1)), n * sizeof(Node));
+    out += n * sizeof(Node);
+  }
+  if (!node_free_.empty()) {
+    std::memcpy(out, node_free_.data(), node_free_.size() * sizeof(uint32_t));
+  }
+}
+
+absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image) {
+  auto bad = [](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("index image: ", why));
+  };
+  if (g.level < kInitialLevel || g.level >= kMaxLevel ||
+      g.split >= (uint64_t{1} << g.level) ||
+      g.num_buckets != (uint64_t{1} << g.level) + g.split) {
+    return bad("inconsistent bucket geometry");
+  }
+  if (g.nodes_used > UINT32_MAX || g.free_nodes > g.nodes_used) {
+    return bad("inconsistent overflow node counts");
+  }
+  if (image.size() != g.num_buckets * sizeof(Bucket) +
+                          g.nodes_used * sizeof(Node) +
+                          g.free_nodes * sizeof(uint32_t)) {
+    return bad("size does not match the geometry");
+  }
+  std::vector<Chunk> chunks;
+  std::vector<NodeChunk> node_chunks;
+  const char* in = image.data();
+  for (uint64_t i = 0; i < g.num_buckets; i += kChunkBuckets) {
+    chunks.emplace_back(static_cast<Bucket*>(AllocZeroed(kChunkBuckets * sizeof(Bucket))));
+    const uint64_t n = std::min(kChunkBuckets, g.num_buckets - i);
+    std::memcpy(static_cast<void*>(chunks.back().get()), in, n * sizeof(Bucket));
+    in += n * sizeof(Bucket);
+  }
+  for (uint64_t i = 0; i < g.nodes_used; i += kChunkNodes) {
+    node_chunks.emplace_back(static_cast<Node*>(AllocZeroed(kChunkNodes * sizeof(Node))));
+    const uint64_t n = std::min(kChunkNodes, g.nodes_used - i);
+    std::memcpy(static_cast<void*>(node_chunks.back().get()), in, n * sizeof(Node));
+    in += n * sizeof(Node);
+  }
+  std::vector<uint32_t> free(g.free_nodes);
+  if (g.free_nodes > 0) std::memcpy(free.data(), in, g.free_nodes * sizeof(uint32_t));
+  for (uint32_t ref : free) {
+    if (ref == 0 || ref > g.nodes_used) return bad("free list names a missing node");
+  }
+  // Every chain must stay inside the node pool and end; count the entries
+  // while walking them.
+  auto node = [&](uint32_t ref) {
+    const uint64_t i = ref - 1;
+    return &node_chunks[i >> kNodeChunkBits][i & (kChunkNodes - 1)];
+  };
+  uint64_t count = 0, chained = 0;
+  for (uint64_t i = 0; i < g.num_buckets; ++i) {
+    const Bucket* b = &chunks[i >> kChunkBits][i & (kChunkBuckets - 1)];
+    for (int s = 0; s < kSlots; ++s) count += b->address(s) != 0;
+    uint64_t steps = 0;
+    for (uint32_t ref = b->overflow; ref != 0; ref = node(ref)->next) {
+      if (ref > g.nodes_used || ++steps > g.nodes_used) {
+        return bad(absl::StrCat("bucket ", i, " has a broken overflow chain"));
+      }
+      count += node(ref)->address() != 0;
+      ++chained;
+    }
+  }
+  if (count != g.count) return bad("entry count does not match the buckets");
+  if (chained + g.free_nodes != g.nodes_used) {
+    return bad("overflow nodes are neither chained nor free exactly once");
+  }
+  chunks_ = std::move(chunks);
+  if (chunks_.empty()) return bad("no buckets");
+  node_chunks_ = std::move(node_chunks);
+  node_free_ = std::move(free);
+  nodes_used_ = g.nodes_used;
+  num_buckets_ = g.num_buckets;
+  level_ = static_cast<int>(g.level);
+  split_ = g.split;
+  low_mask_ = (uint64_t{1} << level_) - 1;
+  high_mask_ = (uint64_t{1} << (level_ + 1)) - 1;
+  count_ = g.count;
+  return absl::OkStatus();
 }
 
 }  // namespace segkv::worker

@@ -25,6 +25,9 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
 namespace segkv::worker {
 
 class HashIndex {
@@ -78,6 +81,8 @@ class HashIndex {
 
   HashIndex();
   ~HashIndex();
+  // Back to the empty state a new index has.
+  void Clear();
   HashIndex(const HashIndex&) = delete;
   HashIndex& operator=(const HashIndex&) = delete;
 
@@ -143,6 +148,28 @@ class HashIndex {
       }
     }
   }
+
+  // ---- Checkpoint images (docs/format/checkpoint.md) ----
+  // The index's shape; with the image bytes it is the whole state.
+  struct Geometry {
+    uint64_t count = 0;        // entries
+    uint64_t num_buckets = 0;  // 2^level + split
+    uint64_t split = 0;
+    uint64_t nodes_used = 0;   // overflow nodes ever handed out
+    uint64_t free_nodes = 0;   // of those, on the free list
+    uint32_t level = 0;
+  };
+  Geometry geometry() const;
+  // Bytes of the image: num_buckets 64-byte buckets, then nodes_used
+  // 16-byte overflow nodes, then free_nodes 4-byte node references, all in
+  // this machine's (little-endian) memory layout.
+  uint64_t ImageSize() const;
+  // Writes the image to out[0, ImageSize()).
+  void CopyImage(char* out) const;
+  // Replaces the contents with an image CopyImage wrote under `g`.
+  // DATA_LOSS if the image does not fit the geometry or references nodes
+  // that do not exist (the caller has already checked its CRC).
+  absl::Status LoadImage(const Geometry& g, absl::string_view image);
 
   uint64_t size() const { return count_; }
   uint64_t num_buckets() const { return num_buckets_; }

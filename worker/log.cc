@@ -125,11 +125,14 @@ absl::StatusOr<std::unique_ptr<WritableFile>> Log::CreateSegmentFile(
   return file;
 }
 
-absl::Status Log::WriteManifest(const std::vector<SegmentInfo>& segments) {
+absl::Status Log::WriteManifest(const std::vector<SegmentInfo>& segments,
+                                const std::vector<CheckpointInfo>& checkpoints) {
+  if (!failure_.ok()) return failure_;
   Manifest m;
   m.partition = options_.partition;
   m.segment_size = segment_size_;
   m.segments = segments;
+  m.checkpoints = checkpoints;
   bool renamed = false;
   absl::Status s = WriteFileAtomically(fs_, options_.dir, kManifestName,
                                        EncodeManifest(m), &renamed);
@@ -181,10 +184,12 @@ absl::Status Log::RemoveOrphan(const std::string& name, uint64_t id,
   return fs_->Remove(path);
 }
 
-absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
+absl::Status Log::Open(LogRecoveryStats* stats) {
   if (fs_ == nullptr || options_.dir.empty()) {
     return absl::InvalidArgumentError("log options need a file system and a dir");
   }
+  if (opened_) return absl::FailedPreconditionError("log already opened");
+  opened_ = true;
   const std::string& dir = options_.dir;
   const bool existed = fs_->Exists(dir);
   if (absl::Status s = fs_->CreateDir(dir); !s.ok()) return s;
@@ -194,15 +199,19 @@ absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
   auto names = fs_->ListDir(dir);
   if (!names.ok()) return names.status();
   std::map<uint64_t, std::string> files;  // segment files by id
+  std::map<uint64_t, std::string> checkpoint_files;
   bool has_manifest = false;
   for (const std::string& name : *names) {
     uint64_t id;
     if (ParseSegmentFileName(name, &id)) {
       files[id] = name;
+    } else if (ParseCheckpointFileName(name, &id)) {
+      checkpoint_files[id] = name;
     } else if (name == kManifestName) {
       has_manifest = true;
-    } else if (name == std::string(kManifestName) + ".tmp") {
-      // A manifest write that never got renamed: never authoritative.
+    } else if (absl::EndsWith(name, ".tmp")) {
+      // An atomic replacement (manifest, checkpoint) that never got
+      // renamed: never authoritative.
       if (absl::Status s = fs_->Remove(JoinPath(dir, name)); !s.ok()) return s;
       ++stats->removed_files;
     }
@@ -214,6 +223,12 @@ absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
       if (absl::Status s = RemoveOrphan(name, id, true); !s.ok()) return s;
       ++stats->removed_files;
     }
+    for (const auto& [id, name] : checkpoint_files) {
+      LOG(WARNING) << "removing " << JoinPath(dir, name) << ": not in the MANIFEST";
+      if (absl::Status s = fs_->Remove(JoinPath(dir, name)); !s.ok()) return s;
+      ++stats->removed_files;
+    }
+    fresh_ = true;
     absl::Status s = CreateFirstSegment();
     if (s.ok()) s = failure_;
     return s;
@@ -236,6 +251,7 @@ absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
     segment_size_ = manifest->segment_size;
   }
   if (absl::Status s = CheckSegmentSize(); !s.ok()) return s;
+  checkpoints_ = manifest->checkpoints;
 
   const uint64_t last_id = manifest->segments.back().id;
   for (const auto& [id, name] : files) {
@@ -244,6 +260,15 @@ absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
     if (listed) continue;
     // Below the last id: a segment whose removal was not yet durable.
     if (absl::Status s = RemoveOrphan(name, id, id > last_id); !s.ok()) return s;
+    ++stats->removed_files;
+  }
+  for (const auto& [id, name] : checkpoint_files) {
+    bool listed = std::any_of(checkpoints_.begin(), checkpoints_.end(),
+                              [id = id](const CheckpointInfo& c) { return c.id == id; });
+    if (listed) continue;
+    // Written but never recorded, or pruned before the crash: unused.
+    LOG(WARNING) << "removing " << JoinPath(dir, name) << ": not in the MANIFEST";
+    if (absl::Status s = fs_->Remove(JoinPath(dir, name)); !s.ok()) return s;
     ++stats->removed_files;
   }
 
@@ -261,17 +286,71 @@ absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
     auto seg = std::make_unique<Segment>();
     seg->info = info;
     seg->reader = std::move(*reader);
-    Segment& ref = *seg;
+    if (!info.sealed) {
+      // Checkpointed index entries may point into the active segment
+      // before its replay reaches them.
+      auto size = fs_->FileSize(path);
+      if (!size.ok()) return size.status();
+      seg->scan_limit = *size;
+    }
     segments_[info.id - first_id_] = std::move(seg);
-    absl::Status s = ScanSegment(ref, !info.sealed, visit, stats);
+  }
+  active_id_ = last_id;
+  return absl::OkStatus();
+}
+
+absl::Status Log::CheckReplayStart(uint64_t address) {
+  if (fresh_) {
+    return address <= tail_ ? absl::OkStatus()
+                            : absl::FailedPreconditionError(absl::StrCat(
+                                  "address ", address, " is past the end of a new log"));
+  }
+  const uint64_t id = address / segment_size_;
+  const uint64_t offset = address - id * segment_size_;
+  const Segment* seg = SegmentById(id);
+  if (seg == nullptr) {
+    // A segment removed since (compacted away) is fine; one past the
+    // active segment is not.
+    if (id < active_id_) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "address ", address, " is in segment ", id, ", past the log's last segment ",
+        active_id_));
+  }
+  uint64_t end = seg->info.end_offset;
+  if (!seg->info.sealed) {
+    auto size = fs_->FileSize(PathOf(id));
+    if (!size.ok()) return size.status();
+    end = *size;
+  }
+  if (offset < format::kSegmentHeaderSize || offset > end) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "address ", address, " is offset ", offset, " of segment ", id,
+        ", which holds ", end, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Log::Replay(uint64_t start, Visitor visit, LogRecoveryStats* stats) {
+  if (!opened_) return absl::FailedPreconditionError("log not opened");
+  if (fresh_) return absl::OkStatus();  // Open() made the first segment
+  for (auto& seg : segments_) {
+    if (seg == nullptr) continue;
+    const uint64_t base = seg->info.id * segment_size_;
+    const uint64_t from = start > base ? start - base : 0;
+    absl::Status s = ScanSegment(*seg, !seg->info.sealed, from, visit, stats);
     if (!s.ok()) return s;
     ++stats->segments;
   }
   return absl::OkStatus();
 }
 
-absl::Status Log::ScanSegment(Segment& seg, bool active, Visitor visit,
-                              LogRecoveryStats* stats) {
+absl::Status Log::Recover(Visitor visit, LogRecoveryStats* stats) {
+  if (absl::Status s = Open(stats); !s.ok()) return s;
+  return Replay(0, visit, stats);
+}
+
+absl::Status Log::ScanSegment(Segment& seg, bool active, uint64_t from,
+                              Visitor visit, LogRecoveryStats* stats) {
   const uint64_t id = seg.info.id;
   const std::string path = PathOf(id);
   auto size = fs_->FileSize(path);
@@ -311,7 +390,12 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, Visitor visit,
     in_run = 0;
     return s;
   };
-  uint64_t off = format::kSegmentHeaderSize;
+  uint64_t off = std::max<uint64_t>(format::kSegmentHeaderSize, from);
+  if (!active && off > limit) off = limit;  // wholly before the replay start
+  if (off > limit) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where(off), ": replay would start past the segment's ", limit, " bytes"));
+  }
   while (off < limit) {
     RecordHeader h;
     absl::string_view why =
@@ -543,6 +627,59 @@ absl::Status Log::RecordAt(uint64_t address, RecordHeader* header,
   }
   *record = *rec;
   return absl::OkStatus();
+}
+
+absl::Status Log::AddCheckpoint(const CheckpointInfo& info, size_t keep) {
+  std::vector<CheckpointInfo> list = checkpoints_;
+  list.push_back(info);
+  std::vector<CheckpointInfo> dropped;
+  while (list.size() > std::max<size_t>(keep, 1)) {
+    dropped.push_back(list.front());
+    list.erase(list.begin());
+  }
+  if (absl::Status s = WriteManifest(Segments(), list); !s.ok()) return s;
+  checkpoints_ = std::move(list);
+  for (const CheckpointInfo& c : dropped) {
+    absl::Status s = fs_->Remove(JoinPath(options_.dir, CheckpointFileName(c.id)));
+    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+  }
+  // An unlisted file that survives a crash is removed by the next Open().
+  return dropped.empty() ? absl::OkStatus() : fs_->SyncDir(options_.dir);
+}
+
+absl::Status Log::DropCheckpoint(uint64_t id) {
+  std::vector<CheckpointInfo> list;
+  for (const CheckpointInfo& c : checkpoints_) {
+    if (c.id != id) list.push_back(c);
+  }
+  if (list.size() == checkpoints_.size()) return absl::OkStatus();
+  if (absl::Status s = WriteManifest(Segments(), list); !s.ok()) return s;
+  checkpoints_ = std::move(list);
+  absl::Status s = fs_->Remove(JoinPath(options_.dir, CheckpointFileName(id)));
+  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+  return fs_->SyncDir(options_.dir);
+}
+
+absl::Status Log::RemoveSegment(uint64_t id) {
+  if (id >= active_id_ || SegmentById(id) == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("segment ", id, " is not a sealed segment of this log"));
+  }
+  std::vector<SegmentInfo> infos;
+  for (const SegmentInfo& info : Segments()) {
+    if (info.id != id) infos.push_back(info);
+  }
+  if (absl::Status s = WriteManifest(infos); !s.ok()) return s;
+  // The manifest no longer lists it: after a crash from here on, Open()
+  // removes the file as an orphan.
+  segments_[id - first_id_].reset();
+  while (!segments_.empty() && segments_.front() == nullptr) {
+    segments_.erase(segments_.begin());
+    ++first_id_;
+  }
+  absl::Status s = fs_->Remove(PathOf(id));
+  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+  return fs_->SyncDir(options_.dir);
 }
 
 std::vector<SegmentInfo> Log::Segments() const {

@@ -59,7 +59,7 @@ struct LogRecoveryStats {
   uint64_t records = 0;
   uint64_t bytes = 0;            // record bytes replayed
   uint64_t truncated_bytes = 0;  // torn tail cut off the active segment
-  uint64_t removed_files = 0;    // orphaned segment files / stale tmp files
+  uint64_t removed_files = 0;    // orphaned segment/checkpoint files, tmp files
 };
 
 class Log {
@@ -82,12 +82,43 @@ class Log {
   explicit Log(const LogOptions& options);
   ~Log();
 
-  // Opens (creating if missing) the log and replays every record through
-  // `visit`. Read() works during the replay for records already visited.
-  // Errors: DATA_LOSS naming segment and offset for damage before the tail,
-  // a missing listed segment or a bad manifest; FAILED_PRECONDITION if the
-  // directory belongs to another partition; I/O errors from the seam.
+  // Opens (creating if missing) the log: reads the MANIFEST, removes files
+  // it does not list (segments whose creation or removal did not complete,
+  // stale tmp files, unlisted checkpoints) and opens every segment. Reads
+  // nothing of the records. Errors: DATA_LOSS for a bad manifest or a
+  // missing listed segment; FAILED_PRECONDITION if the directory belongs
+  // to another partition; I/O errors from the seam.
+  absl::Status Open(LogRecoveryStats* stats);
+  // After Open(): replays every record at or after `start` through `visit`
+  // (segments that end before it are only checked for their size and
+  // header), finds the end of the active segment and truncates a torn
+  // tail. Read() works during the replay for records already visited.
+  // DATA_LOSS naming segment and offset for damage before the tail.
+  absl::Status Replay(uint64_t start, Visitor visit, LogRecoveryStats* stats);
+  // Open() + Replay(0).
   absl::Status Recover(Visitor visit, LogRecoveryStats* stats);
+  // After Open(), before Replay(): OK if a replay may start at `address`
+  // (a checkpoint's covered address), i.e. every byte below it that still
+  // exists is in the log. FAILED_PRECONDITION naming the shortfall if not.
+  absl::Status CheckReplayStart(uint64_t address);
+  // Whether segment `id` exists (is listed in the manifest).
+  bool HasSegment(uint64_t id) const { return SegmentById(id) != nullptr; }
+
+  // Checkpoints listed in the manifest, oldest first.
+  const std::vector<CheckpointInfo>& checkpoints() const { return checkpoints_; }
+  // Records a written, durable checkpoint in the manifest, keeping only
+  // the newest `keep` (>= 1) listed; then removes the files of those
+  // dropped and syncs the directory.
+  absl::Status AddCheckpoint(const CheckpointInfo& info, size_t keep);
+  // Removes checkpoint `id` from the manifest and deletes its file (one
+  // that failed to load: it would only be tried again).
+  absl::Status DropCheckpoint(uint64_t id);
+  // Deletes sealed segment `id` (not the active one): first the manifest
+  // stops listing it, then the file goes and the directory is synced.
+  // Anything that must outlive the segment must be durable before.
+  absl::Status RemoveSegment(uint64_t id);
+  std::string dir() const { return options_.dir; }
+  FileSystem* fs() const { return fs_; }
 
   // Bytes a record may still occupy in the active segment.
   uint64_t SpaceLeft() const { return active_base_ + segment_size_ - tail_; }
@@ -161,13 +192,17 @@ class Log {
 
   absl::Status CheckSegmentSize() const;
   absl::Status CreateFirstSegment();
-  absl::Status ScanSegment(Segment& seg, bool active, Visitor visit,
-                           LogRecoveryStats* stats);
+  absl::Status ScanSegment(Segment& seg, bool active, uint64_t from,
+                           Visitor visit, LogRecoveryStats* stats);
   absl::Status RemoveOrphan(const std::string& name, uint64_t id,
                             bool must_be_empty);
   absl::StatusOr<std::unique_ptr<WritableFile>> CreateSegmentFile(uint64_t id,
                                                                   int64_t now_ms);
-  absl::Status WriteManifest(const std::vector<SegmentInfo>& segments);
+  absl::Status WriteManifest(const std::vector<SegmentInfo>& segments,
+                             const std::vector<CheckpointInfo>& checkpoints);
+  absl::Status WriteManifest(const std::vector<SegmentInfo>& segments) {
+    return WriteManifest(segments, checkpoints_);
+  }
   std::string PathOf(uint64_t id) const;
   const Segment* SegmentById(uint64_t id) const;
   // Offset just past the bytes of segment `id` that are in its file.
@@ -189,6 +224,9 @@ class Log {
   uint64_t active_id_ = 0;
   uint64_t active_base_ = 0;  // address of the active segment's byte 0
   std::unique_ptr<WritableFile> active_file_;
+  std::vector<CheckpointInfo> checkpoints_;
+  bool opened_ = false;
+  bool fresh_ = false;  // Open() created the log
 
   Buffer buffer_;
   // Address of buffer_[0] = end of the active file. Reads at or above it

@@ -16,6 +16,7 @@ namespace {
 constexpr char kMagic[8] = {'S', 'K', 'V', 'M', 'A', 'N', 'I', 'F'};
 constexpr size_t kHeaderSize = 32;
 constexpr size_t kEntrySize = 40;
+constexpr size_t kCheckpointEntrySize = 48;
 constexpr uint32_t kFlagSealed = 1;
 
 }  // namespace
@@ -28,7 +29,7 @@ std::string EncodeManifest(const Manifest& m) {
   PutFixed32(&out, m.partition);
   PutFixed64(&out, m.segment_size);
   PutFixed32(&out, static_cast<uint32_t>(m.segments.size()));
-  PutFixed32(&out, 0);  // reserved
+  PutFixed32(&out, static_cast<uint32_t>(m.checkpoints.size()));
   for (const SegmentInfo& s : m.segments) {
     PutFixed64(&out, s.id);
     PutFixed32(&out, s.sealed ? kFlagSealed : 0);
@@ -36,6 +37,15 @@ std::string EncodeManifest(const Manifest& m) {
     PutFixed64(&out, s.end_offset);
     PutFixed64(&out, static_cast<uint64_t>(s.created_ms));
     PutFixed64(&out, static_cast<uint64_t>(s.sealed_ms));
+  }
+  for (const CheckpointInfo& c : m.checkpoints) {
+    PutFixed64(&out, c.id);
+    PutFixed64(&out, c.covered_address);
+    PutFixed64(&out, c.next_version);
+    PutFixed64(&out, c.file_size);
+    PutFixed64(&out, static_cast<uint64_t>(c.created_ms));
+    PutFixed32(&out, c.crc);
+    PutFixed32(&out, 0);  // reserved
   }
   PutFixed32(&out, crc32c::Value(out));
   return out;
@@ -54,7 +64,7 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
     return corrupt("CRC mismatch");
   }
   const uint32_t version = DecodeFixed32(p + 8);
-  if (version != kManifestVersion) {
+  if (version != 1 && version != kManifestVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat("manifest ", path, ": version ", version,
                      ", this build reads ", kManifestVersion));
@@ -63,8 +73,12 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
   m.partition = DecodeFixed32(p + 12);
   m.segment_size = DecodeFixed64(p + 16);
   const uint32_t count = DecodeFixed32(p + 24);
-  if (data.size() != kHeaderSize + uint64_t{count} * kEntrySize + 4) {
-    return corrupt("length does not match the segment count");
+  // Version 1 has a reserved zero where version 2 counts checkpoints.
+  const uint32_t checkpoints = DecodeFixed32(p + 28);
+  if (version == 1 && checkpoints != 0) return corrupt("reserved field set");
+  if (data.size() != kHeaderSize + uint64_t{count} * kEntrySize +
+                         uint64_t{checkpoints} * kCheckpointEntrySize + 4) {
+    return corrupt("length does not match the segment and checkpoint counts");
   }
   if (count == 0) return corrupt("no segments");
   for (uint32_t i = 0; i < count; ++i) {
@@ -89,6 +103,21 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
     }
     m.segments.push_back(s);
   }
+  for (uint32_t i = 0; i < checkpoints; ++i) {
+    const char* e = p + kHeaderSize + uint64_t{count} * kEntrySize +
+                    uint64_t{i} * kCheckpointEntrySize;
+    CheckpointInfo c;
+    c.id = DecodeFixed64(e);
+    c.covered_address = DecodeFixed64(e + 8);
+    c.next_version = DecodeFixed64(e + 16);
+    c.file_size = DecodeFixed64(e + 24);
+    c.created_ms = static_cast<int64_t>(DecodeFixed64(e + 32));
+    c.crc = DecodeFixed32(e + 40);
+    if (!m.checkpoints.empty() && c.id <= m.checkpoints.back().id) {
+      return corrupt("checkpoint ids not ascending");
+    }
+    m.checkpoints.push_back(c);
+  }
   return m;
 }
 
@@ -96,16 +125,34 @@ std::string SegmentFileName(uint64_t id) {
   return absl::StrFormat("seg-%020u.log", id);
 }
 
-bool ParseSegmentFileName(absl::string_view name, uint64_t* id) {
-  if (name.size() != 28 || name.substr(0, 4) != "seg-" ||
-      name.substr(24) != ".log") {
+namespace {
+
+bool ParseNumberedName(absl::string_view name, absl::string_view prefix,
+                       absl::string_view suffix, uint64_t* id) {
+  if (name.size() != prefix.size() + 20 + suffix.size() ||
+      name.substr(0, prefix.size()) != prefix ||
+      name.substr(prefix.size() + 20) != suffix) {
     return false;
   }
-  const absl::string_view digits = name.substr(4, 20);
+  const absl::string_view digits = name.substr(prefix.size(), 20);
   for (char c : digits) {
     if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
   }
   return absl::SimpleAtoi(digits, id);
+}
+
+}  // namespace
+
+bool ParseSegmentFileName(absl::string_view name, uint64_t* id) {
+  return ParseNumberedName(name, "seg-", ".log", id);
+}
+
+std::string CheckpointFileName(uint64_t id) {
+  return absl::StrFormat("ckpt-%020u.idx", id);
+}
+
+bool ParseCheckpointFileName(absl::string_view name, uint64_t* id) {
+  return ParseNumberedName(name, "ckpt-", ".idx", id);
 }
 
 }  // namespace segkv::worker

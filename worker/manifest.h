@@ -26,17 +26,33 @@ struct SegmentInfo {
   bool operator==(const SegmentInfo&) const = default;
 };
 
+// An index checkpoint (docs/format/checkpoint.md) the partition may
+// recover from: its file holds the index as of `covered_address`.
+struct CheckpointInfo {
+  uint64_t id = 0;               // file ckpt-<id>.idx; ascending
+  uint64_t covered_address = 0;  // replay resumes here
+  uint64_t next_version = 0;     // the partition's next sequence number then
+  uint64_t file_size = 0;
+  uint32_t crc = 0;              // the file's body CRC32C (its trailer)
+  int64_t created_ms = 0;        // Unix milliseconds
+
+  bool operator==(const CheckpointInfo&) const = default;
+};
+
 struct Manifest {
   uint32_t partition = 0;
   uint64_t segment_size = 0;
   // Ascending ids; every segment but the last is sealed; the last is active.
   std::vector<SegmentInfo> segments;
+  // Ascending ids (oldest first); recovery tries the newest first.
+  std::vector<CheckpointInfo> checkpoints;
 
   bool operator==(const Manifest&) const = default;
 };
 
 inline constexpr char kManifestName[] = "MANIFEST";
-inline constexpr uint32_t kManifestVersion = 1;
+// Version 1 (no checkpoints) is still read; version 2 is written.
+inline constexpr uint32_t kManifestVersion = 2;
 
 std::string EncodeManifest(const Manifest& m);
 // Errors: DATA_LOSS (naming `path`) for a bad magic, CRC, length or an
@@ -48,6 +64,9 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
 std::string SegmentFileName(uint64_t id);
 // Parses a segment file name; false if `name` is not one.
 bool ParseSegmentFileName(absl::string_view name, uint64_t* id);
+// File name of checkpoint `id`: "ckpt-" + 20 decimal digits + ".idx".
+std::string CheckpointFileName(uint64_t id);
+bool ParseCheckpointFileName(absl::string_view name, uint64_t* id);
 
 }  // namespace segkv::worker
 

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "worker/key_hash.h"
@@ -29,6 +31,57 @@ RecordHeader PeekHeader(const char* p) {
 }
 
 }  // namespace
+
+struct Partition::CheckpointJob {
+  enum Stage { kAllocating, kReady, kFilled, kWritten, kCancelled };
+
+  absl::Mutex mu;
+  Stage stage ABSL_GUARDED_BY(mu) = kAllocating;
+  uint64_t want = 0;  // buffer bytes to map
+  std::unique_ptr<CheckpointBuffer> buffer;
+  uint64_t size = 0;  // file bytes in the buffer
+  CheckpointInfo info;
+  absl::Status status;  // of the background write
+  double write_seconds = 0;
+  std::thread thread;
+
+  // The background thread: maps the buffer, waits for the owner to fill
+  // it, writes the file atomically.
+  void Run(FileSystem* fs, const std::string& dir,
+           const std::function<void()>& wake) {
+    for (;;) {
+      Stage st;
+      {
+        absl::MutexLock l(&mu);
+        mu.Await(absl::Condition(
+            +[](Stage* s) { return *s == kAllocating || *s == kFilled || *s == kCancelled; },
+            &stage));
+        st = stage;
+      }
+      if (st == kCancelled) return;
+      if (st == kAllocating) {
+        buffer.reset();
+        auto b = std::make_unique<CheckpointBuffer>(want);
+        absl::MutexLock l(&mu);
+        buffer = std::move(b);
+        stage = kReady;
+      } else {
+        const absl::Time t0 = absl::Now();
+        info.crc = SealCheckpoint(buffer->data(), size);
+        absl::Status s = WriteFileAtomically(
+            fs, dir, CheckpointFileName(info.id),
+            absl::string_view(buffer->data(), size));
+        buffer.reset();  // give the memory back before the owner looks
+        absl::MutexLock l(&mu);
+        status = s;
+        write_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+        stage = kWritten;
+      }
+      if (wake) wake();
+      if (st == kFilled) return;
+    }
+  }
+};
 
 absl::StatusOr<Durability> ParseDurability(absl::string_view name) {
   if (name == "always") return Durability::kAlways;
@@ -68,6 +121,13 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
   if (options.sync_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("sync interval must be positive");
   }
+  if (options.checkpoints_to_keep < 1 || !(options.compaction_dead_ratio >= 0) ||
+      !(options.compaction_work_ratio > 0) ||
+      options.checkpoint_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "checkpoints_to_keep must be >= 1, compaction ratios >= 0 (work > 0), "
+        "checkpoint interval >= 0");
+  }
   std::unique_ptr<Partition> p(new Partition(options));
   if (absl::Status s = p->Recover(); !s.ok()) return s;
   return p;
@@ -84,7 +144,33 @@ absl::Status Partition::Recover() {
   lo.buffer_size = options_.write_buffer_size;
   lo.max_unsynced_bytes = options_.max_unsynced_bytes;
   log_ = std::make_unique<Log>(lo);
-  absl::Status s = log_->Recover(
+  if (absl::Status s = log_->Open(&recovery_); !s.ok()) return s;
+
+  // The newest checkpoint that loads whole; else the next older; else none.
+  const std::vector<CheckpointInfo> checkpoints = log_->checkpoints();
+  uint64_t replay_from = 0;
+  for (auto it = checkpoints.rbegin(); it != checkpoints.rend(); ++it) {
+    const absl::Time t0 = absl::Now();
+    absl::Status s = LoadCheckpoint(*it);
+    if (s.ok()) {
+      recovered_.checkpoint_id = it->id;
+      recovered_.load_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+      replay_from = it->covered_address;
+      checkpointed_tail_ = it->covered_address;
+      ckpt_stats_.last = *it;
+      break;
+    }
+    ++recovered_.checkpoints_rejected;
+    ResetState();
+    LOG(WARNING) << "partition " << options_.partition_id << ": checkpoint "
+                 << it->id << " is unusable (" << s << "); falling back to "
+                 << (std::next(it) != checkpoints.rend()
+                         ? absl::StrCat("checkpoint ", std::next(it)->id)
+                         : std::string("a full replay of the log"));
+  }
+  recovered_.start_address = replay_from;
+  absl::Status s = log_->Replay(
+      replay_from,
       [this](absl::Span<const Log::ScannedRecord> records) {
         return ReplayRecords(records);
       },
@@ -99,8 +185,89 @@ absl::Status Partition::Recover() {
   if (options_.durability == Durability::kInterval) {
     next_sync_ = absl::Now() + options_.sync_interval;
   }
+  if (options_.checkpoint_interval > absl::ZeroDuration()) {
+    next_checkpoint_ = absl::Now() + options_.checkpoint_interval;
+  }
+  tail_at_last_step_ = log_->tail();
   recovery_seconds_ = absl::ToDoubleSeconds(absl::Now() - start);
+  recovered_.seconds = recovery_seconds_;
+  LOG(INFO) << "partition " << options_.partition_id << " recovered in "
+            << recovery_seconds_ << " s from "
+            << (recovered_.checkpoint_id.has_value()
+                    ? absl::StrCat("checkpoint ", *recovered_.checkpoint_id,
+                                   " (loaded in ", recovered_.load_seconds,
+                                   " s) + replay from address ", replay_from)
+                    : std::string("a full replay"))
+            << ": " << recovery_.records << " records replayed, "
+            << index_.size() << " keys";
   closed_ = false;
+  return absl::OkStatus();
+}
+
+void Partition::ResetState() {
+  index_.Clear();
+  usage_.clear();
+  next_version_ = 1;
+  checkpointed_tail_ = 0;
+  ckpt_stats_.last.reset();
+}
+
+absl::Status Partition::LoadCheckpoint(const CheckpointInfo& info) {
+  if (absl::Status s = log_->CheckReplayStart(info.covered_address); !s.ok()) {
+    return s;
+  }
+  FileSystem* fs = log_->fs();
+  const std::string path = JoinPath(log_->dir(), CheckpointFileName(info.id));
+  auto size = fs->FileSize(path);
+  if (!size.ok()) return size.status();
+  if (*size != info.file_size) {
+    return absl::DataLossError(absl::StrCat(path, " is ", *size,
+                                            " bytes; the MANIFEST says ",
+                                            info.file_size));
+  }
+  auto file = fs->OpenReadable(path, *size);
+  if (!file.ok()) return file.status();
+  auto data = (*file)->Read(0, *size);
+  if (!data.ok()) return data.status();
+  auto ckpt = ParseCheckpoint(*data, path);
+  if (!ckpt.ok()) return ckpt.status();
+  const CheckpointHeader& h = ckpt->header;
+  if (ckpt->body_crc != info.crc || h.id != info.id ||
+      h.covered_address != info.covered_address ||
+      h.next_version != info.next_version) {
+    return absl::DataLossError(
+        absl::StrCat(path, " does not match its MANIFEST entry"));
+  }
+  if (h.partition != options_.partition_id ||
+      h.segment_size != log_->segment_size()) {
+    return absl::DataLossError(absl::StrCat(
+        path, " belongs to partition ", h.partition, " with ", h.segment_size,
+        "-byte segments"));
+  }
+  if (absl::Status s = index_.LoadImage(h.geometry, ckpt->image); !s.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+  }
+  // Entries into segments compaction removed after the checkpoint: their
+  // records were relocated past covered_address (or superseded there), so
+  // the replay puts them back.
+  const uint64_t seg = log_->segment_size();
+  std::vector<std::pair<uint32_t, uint64_t>> gone;
+  bool beyond = false;
+  index_.ForEach([&](uint32_t fp, uint64_t address) {
+    if (address >= h.covered_address) beyond = true;
+    if (!log_->HasSegment(address / seg)) gone.emplace_back(fp, address);
+  });
+  if (beyond) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": an index entry points past the covered address"));
+  }
+  for (const auto& [fp, address] : gone) index_.ReplaceExact(fp, address, 0);
+  recovered_.entries_dropped = gone.size();
+  usage_ = std::move(ckpt->usage);
+  for (uint64_t id = 0; id < usage_.size(); ++id) {
+    if (!log_->HasSegment(id)) usage_[id] = SegmentUsage{};
+  }
+  next_version_ = h.next_version;
   return absl::OkStatus();
 }
 
@@ -143,7 +310,10 @@ absl::Status Partition::ReplayRecord(uint32_t fp,
   if (!pos.ok()) return pos.status();
   if (h.seq >= next_version_) next_version_ = h.seq + 1;
   UsageOf(address).total_bytes += h.size();
-  // The newest version wins whatever the order records are met in.
+  if (h.type != RecordType::kPut) UsageOf(address).tombstone_bytes += h.size();
+  // The newest version wins whatever the order records are met in (a
+  // record relocated by compaction keeps its version: the later copy
+  // takes over).
   if (pos->found() && cur.seq > h.seq) return absl::OkStatus();
   if (pos->found()) {
     if (cur.type == RecordType::kPut) UsageOf(pos->address).live_bytes -= cur.size();
@@ -280,8 +450,10 @@ WriteResult Partition::ApplyOne(const WriteOp& op) {
       index_.Insert(fp, address);
     }
   } else {
+    UsageOf(address).tombstone_bytes += size;
     index_.Erase(*pos);
   }
+  appended_bytes_ += size;
   undo_.push_back(Undo{fp, put ? address : 0, pos->address,
                        r.existed ? cur.size() : 0, size});
   return r;
@@ -294,10 +466,12 @@ void Partition::Rollback(uint64_t group_start_address,
     const uint64_t new_address = group_start_address;  // any address in the group
     SegmentUsage& usage = UsageOf(new_address);
     usage.total_bytes -= u.new_size;
+    appended_bytes_ -= u.new_size;
     if (u.new_address != 0) {
       usage.live_bytes -= u.new_size;
       index_.ReplaceExact(u.fp, u.new_address, u.old_address);
     } else {
+      usage.tombstone_bytes -= u.new_size;
       index_.Insert(u.fp, u.old_address);
     }
     if (u.old_address != 0) UsageOf(u.old_address).live_bytes += u.old_size;
@@ -471,13 +645,318 @@ absl::Status Partition::Sync() {
 
 absl::Status Partition::Tick() {
   if (closed_) return absl::OkStatus();
-  return MaybeIntervalSync();
+  absl::Status sync = MaybeIntervalSync();
+  if (ckpt_ != nullptr) {
+    AdvanceCheckpoint(/*wait=*/false);
+  } else if (absl::Now() >= next_checkpoint_) {
+    next_checkpoint_ = absl::Now() + options_.checkpoint_interval;
+    if (log_->tail() != checkpointed_tail_) {
+      if (absl::Status s = StartCheckpoint(); !s.ok()) {
+        LOG_EVERY_N(ERROR, 10) << "partition " << options_.partition_id
+                               << ": cannot start a checkpoint: " << s;
+      }
+    }
+  }
+  const bool automatic = options_.compaction_dead_ratio <= 1.0;
+  if (victim_.has_value() || forced_ratio_.has_value() ||
+      (automatic && absl::Now() >= next_pick_)) {
+    if (!victim_.has_value() && !forced_ratio_.has_value()) {
+      // Looking for a victim walks every segment: not after every batch.
+      next_pick_ = absl::Now() + absl::Milliseconds(10);
+    }
+    const uint64_t written = appended_bytes_ - appended_at_last_step_;
+    appended_at_last_step_ = appended_bytes_;
+    const uint64_t budget = std::max<uint64_t>(
+        options_.compaction_min_step,
+        static_cast<uint64_t>(static_cast<double>(written) *
+                              options_.compaction_work_ratio));
+    if (absl::Status s = CompactionStep(budget); !s.ok()) {
+      compaction_.last_error = std::string(s.message());
+      LOG_EVERY_N(ERROR, 10) << "partition " << options_.partition_id
+                             << " compaction: " << s;
+    }
+  }
+  return sync;
+}
+
+bool Partition::HasBackgroundWork() const {
+  if (closed_) return false;
+  if (victim_.has_value() || forced_ratio_.has_value()) {
+    return log_->failure().ok();
+  }
+  if (ckpt_ == nullptr) return false;
+  absl::MutexLock l(&ckpt_->mu);
+  return ckpt_->stage == CheckpointJob::kReady ||
+         ckpt_->stage == CheckpointJob::kWritten;
 }
 
 absl::Status Partition::Close() {
   if (closed_) return absl::OkStatus();
+  while (ckpt_ != nullptr) AdvanceCheckpoint(/*wait=*/true);
   closed_ = true;
   return log_->Sync();
+}
+
+// ---- Checkpoints ----
+
+absl::Status Partition::StartCheckpoint() {
+  if (closed_) return absl::UnavailableError("partition is closed");
+  if (ckpt_ != nullptr) return absl::OkStatus();
+  if (!log_->failure().ok()) return log_->failure();
+  ckpt_ = std::make_unique<CheckpointJob>();
+  CheckpointHeader estimate;
+  estimate.geometry = index_.geometry();
+  estimate.usage_count = usage_.size() + 16;
+  const uint64_t size = CheckpointFileSize(estimate);
+  // Room for what the index may grow by before the copy.
+  ckpt_->want = size + size / 16 + (1 << 20);
+  CheckpointJob* job = ckpt_.get();
+  job->thread = std::thread([job, fs = log_->fs(), dir = log_->dir(),
+                             wake = options_.wake] { job->Run(fs, dir, wake); });
+  return absl::OkStatus();
+}
+
+void Partition::AdvanceCheckpoint(bool wait) {
+  CheckpointJob* job = ckpt_.get();
+  CheckpointJob::Stage stage;
+  {
+    absl::MutexLock l(&job->mu);
+    if (wait) {
+      job->mu.Await(absl::Condition(
+          +[](CheckpointJob::Stage* s) {
+            return *s == CheckpointJob::kReady || *s == CheckpointJob::kWritten;
+          },
+          &job->stage));
+    }
+    stage = job->stage;
+  }
+  if (stage == CheckpointJob::kReady) {
+    absl::Status s = log_->failure();
+    if (s.ok() && job->buffer->data() == nullptr) {
+      s = absl::ResourceExhaustedError(
+          absl::StrCat("cannot map ", job->want, " bytes for a checkpoint"));
+    }
+    // Everything the checkpoint covers must be durable before it exists.
+    if (s.ok()) s = log_->Sync();
+    if (!s.ok()) {
+      {
+        absl::MutexLock l(&job->mu);
+        job->stage = CheckpointJob::kCancelled;
+      }
+      job->thread.join();
+      FinishCheckpoint(s);
+      return;
+    }
+    CheckpointHeader h;
+    h.partition = options_.partition_id;
+    h.segment_size = log_->segment_size();
+    h.id = log_->checkpoints().empty() ? 1 : log_->checkpoints().back().id + 1;
+    h.covered_address = log_->tail();
+    h.next_version = next_version_;
+    h.created_ms = absl::ToUnixMillis(absl::Now());
+    h.geometry = index_.geometry();
+    h.usage_count = usage_.size();
+    const uint64_t size = CheckpointFileSize(h);
+    absl::MutexLock l(&job->mu);
+    if (size > job->buffer->capacity()) {
+      job->want = size + size / 8;  // the index outgrew it: map a bigger one
+      job->stage = CheckpointJob::kAllocating;
+      return;
+    }
+    const absl::Time t0 = absl::Now();
+    BuildCheckpoint(&h, index_, usage_, job->buffer->data());
+    ckpt_stats_.last_copy_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+    job->size = size;
+    job->info = CheckpointInfo{.id = h.id,
+                               .covered_address = h.covered_address,
+                               .next_version = h.next_version,
+                               .file_size = size,
+                               .created_ms = h.created_ms};
+    job->stage = CheckpointJob::kFilled;
+    return;
+  }
+  if (stage == CheckpointJob::kWritten) {
+    job->thread.join();
+    ckpt_stats_.last_write_seconds = job->write_seconds;
+    absl::Status s = job->status;
+    // Recorded in the manifest only once the file is durable.
+    if (s.ok()) s = log_->AddCheckpoint(job->info, options_.checkpoints_to_keep);
+    FinishCheckpoint(s);
+  }
+}
+
+void Partition::FinishCheckpoint(const absl::Status& s) {
+  if (s.ok()) {
+    ++ckpt_stats_.taken;
+    ckpt_stats_.last = ckpt_->info;
+    checkpointed_tail_ = ckpt_->info.covered_address;
+  } else {
+    ++ckpt_stats_.failed;
+    ckpt_stats_.last_error = std::string(s.message());
+    LOG(ERROR) << "partition " << options_.partition_id << ": checkpoint failed: " << s;
+  }
+  last_checkpoint_status_ = s;
+  ckpt_.reset();
+}
+
+absl::StatusOr<CheckpointInfo> Partition::Checkpoint() {
+  while (ckpt_ != nullptr) AdvanceCheckpoint(/*wait=*/true);
+  if (absl::Status s = StartCheckpoint(); !s.ok()) return s;
+  while (ckpt_ != nullptr) AdvanceCheckpoint(/*wait=*/true);
+  if (!last_checkpoint_status_.ok()) return last_checkpoint_status_;
+  return *ckpt_stats_.last;
+}
+
+// ---- Compaction ----
+
+bool Partition::HasOlderSegment(uint64_t id) const {
+  const std::vector<SegmentInfo> segments = log_->Segments();
+  return !segments.empty() && segments.front().id < id;
+}
+
+double Partition::DeadRatio(uint64_t id) const {
+  if (id >= usage_.size() || usage_[id].total_bytes == 0) return 1.0;
+  const SegmentUsage& u = usage_[id];
+  uint64_t kept = u.live_bytes;
+  if (HasOlderSegment(id)) kept += u.tombstone_bytes;
+  return static_cast<double>(u.total_bytes - std::min(kept, u.total_bytes)) /
+         static_cast<double>(u.total_bytes);
+}
+
+std::optional<uint64_t> Partition::PickVictim(double min_ratio) const {
+  std::optional<uint64_t> best;
+  double best_ratio = -1;
+  const std::vector<SegmentInfo> segments = log_->Segments();
+  const uint64_t oldest = segments.empty() ? 0 : segments.front().id;
+  for (const SegmentInfo& info : segments) {
+    if (!info.sealed || bad_segments_.contains(info.id)) continue;
+    const SegmentUsage u = info.id < usage_.size() ? usage_[info.id] : SegmentUsage{};
+    uint64_t kept = u.live_bytes + (info.id > oldest ? u.tombstone_bytes : 0);
+    kept = std::min(kept, u.total_bytes);
+    const double ratio =
+        u.total_bytes == 0 ? 1.0
+                           : static_cast<double>(u.total_bytes - kept) /
+                                 static_cast<double>(u.total_bytes);
+    const bool dead_bytes = u.total_bytes == 0 || kept < u.total_bytes;
+    if (ratio >= min_ratio && dead_bytes && ratio > best_ratio) {
+      best = info.id;
+      best_ratio = ratio;
+    }
+  }
+  return best;
+}
+
+void Partition::StartCompaction(double min_dead_ratio) {
+  forced_ratio_ = std::max(0.0, min_dead_ratio);
+}
+
+absl::Status Partition::Compact(double min_dead_ratio) {
+  if (closed_) return absl::UnavailableError("partition is closed");
+  StartCompaction(min_dead_ratio);
+  while (compaction_running()) {
+    if (absl::Status s = CompactionStep(UINT64_MAX); !s.ok()) {
+      forced_ratio_.reset();
+      compaction_.last_error = std::string(s.message());
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Partition::CompactionStep(uint64_t budget) {
+  if (!log_->failure().ok()) return log_->failure();
+  if (!victim_.has_value()) {
+    victim_ = PickVictim(forced_ratio_.value_or(options_.compaction_dead_ratio));
+    if (!victim_.has_value()) {
+      forced_ratio_.reset();  // the pass is over
+      return absl::OkStatus();
+    }
+    victim_offset_ = format::kSegmentHeaderSize;
+    compaction_.current = victim_;
+  }
+  uint64_t end = 0;
+  for (const SegmentInfo& info : log_->Segments()) {
+    if (info.id == *victim_) end = info.end_offset;
+  }
+  const uint64_t base = *victim_ * log_->segment_size();
+  uint64_t scanned = 0;
+  while (victim_offset_ < end && scanned < budget) {
+    RecordHeader h;
+    absl::string_view rec;
+    if (absl::Status s = log_->RecordAt(base + victim_offset_, &h, &rec); !s.ok()) {
+      // Damage in a sealed segment: leave it alone and say so.
+      bad_segments_.insert(*victim_);
+      victim_.reset();
+      compaction_.current.reset();
+      return absl::DataLossError(absl::StrCat(
+          "compaction of segment ", base / log_->segment_size(), " stopped at offset ",
+          victim_offset_, ": ", s.message()));
+    }
+    if (absl::Status s = RelocateRecord(base + victim_offset_, h, rec); !s.ok()) {
+      return s;  // retried from this record by a later step
+    }
+    victim_offset_ += h.size();
+    scanned += h.size();
+  }
+  if (victim_offset_ < end) return absl::OkStatus();
+  return FinishVictim();
+}
+
+absl::Status Partition::RelocateRecord(uint64_t address, const RecordHeader& h,
+                                       absl::string_view rec) {
+  absl::string_view key = rec.substr(format::kRecordHeaderSize, h.key_len);
+  const uint32_t fp = HashIndex::Fingerprint(KeyHash(key));
+  RecordHeader cur;
+  auto pos = FindKey(fp, key, &cur);
+  if (!pos.ok()) return pos.status();
+  const bool put = h.type == RecordType::kPut;
+  if (put) {
+    if (!pos->found() || pos->address != address) return absl::OkStatus();  // dead
+  } else if (pos->found() || !HasOlderSegment(*victim_)) {
+    // Superseded by a newer put, or no older segment can hold a value
+    // it would have to hide: the tombstone has done its job.
+    ++compaction_.tombstones_dropped;
+    return absl::OkStatus();
+  }
+  const uint64_t size = h.size();
+  if (log_->SpaceLeft() < size) {
+    if (absl::Status s = log_->Seal(); !s.ok()) return s;
+  }
+  // The record moves byte for byte: same version, same CRC. Replay keeps
+  // whichever copy it meets last, and both say the same.
+  const uint64_t to = log_->Append(size);
+  std::memcpy(log_->BufferAt(to), rec.data(), size);
+  SegmentUsage& dst = UsageOf(to);
+  dst.total_bytes += size;
+  if (put) {
+    dst.live_bytes += size;
+    UsageOf(address).live_bytes -= size;
+    index_.Update(*pos, to);
+  } else {
+    dst.tombstone_bytes += size;
+  }
+  ++compaction_.records_relocated;
+  compaction_.bytes_relocated += size;
+  // A failed write keeps the bytes buffered (and the index pointing at
+  // them); the victim stays until a later step has made them durable.
+  return log_->FlushIfFull();
+}
+
+absl::Status Partition::FinishVictim() {
+  const uint64_t id = *victim_;
+  uint64_t bytes = 0;
+  for (const SegmentInfo& info : log_->Segments()) {
+    if (info.id == id) bytes = info.end_offset;
+  }
+  // The copies must be durable before the manifest forgets the original.
+  if (absl::Status s = log_->Sync(); !s.ok()) return s;
+  if (absl::Status s = log_->RemoveSegment(id); !s.ok()) return s;
+  if (id < usage_.size()) usage_[id] = SegmentUsage{};
+  ++compaction_.segments_compacted;
+  compaction_.bytes_reclaimed += bytes;
+  victim_.reset();
+  compaction_.current.reset();
+  return absl::OkStatus();
 }
 
 PartitionStats Partition::Stats() const {
@@ -495,6 +974,9 @@ PartitionStats Partition::Stats() const {
   st.syncs = log_->sync_count();
   st.recovery = recovery_;
   st.recovery_seconds = recovery_seconds_;
+  st.recovered = recovered_;
+  st.checkpoints = ckpt_stats_;
+  st.compaction = compaction_;
   if (!log_->failure().ok()) st.error = std::string(log_->failure().message());
   return st;
 }

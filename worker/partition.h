@@ -26,6 +26,7 @@
 #define SEGKV_WORKER_PARTITION_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -33,9 +34,11 @@
 #include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "worker/checkpoint.h"
 #include "worker/fs.h"
 #include "worker/hash_index.h"
 #include "worker/log.h"
@@ -56,6 +59,24 @@ struct PartitionOptions {
   uint64_t max_unsynced_bytes = 8 << 20;  // 0: no such bound
   Durability durability = Durability::kAlways;
   absl::Duration sync_interval = absl::Milliseconds(100);  // must be > 0
+
+  // Checkpoints (docs/format/checkpoint.md). Tick() starts one this often
+  // if the log has grown since the last; zero: only on demand.
+  absl::Duration checkpoint_interval = absl::Seconds(60);
+  size_t checkpoints_to_keep = 2;  // at least 1
+  // Compaction: Tick() compacts a sealed segment once this fraction of its
+  // bytes is dead (overwritten, deleted, or a tombstone no older segment
+  // needs). Above 1: never on its own (Compact() still works).
+  double compaction_dead_ratio = 0.5;
+  // Foreground-first pacing: each Tick() scans at most this many bytes of
+  // the segment being compacted per byte written since the last Tick(),
+  // and at least compaction_min_step (so an idle partition makes
+  // progress; the worker keeps ticking while HasBackgroundWork()).
+  double compaction_work_ratio = 1.0;
+  uint64_t compaction_min_step = 256 << 10;
+  // Called from a background thread when Tick() has something to finish
+  // (a checkpoint buffer ready or a checkpoint file written). May be empty.
+  std::function<void()> wake;
 };
 
 struct WriteOp {
@@ -108,9 +129,33 @@ struct ScanItem {
   uint64_t version = 0;
 };
 
-struct SegmentUsage {
-  uint64_t total_bytes = 0;  // record bytes in the segment
-  uint64_t live_bytes = 0;   // bytes of records the index points at
+struct CheckpointStats {
+  uint64_t taken = 0;   // written and recorded since open
+  uint64_t failed = 0;  // attempts that failed since open
+  std::optional<CheckpointInfo> last;  // newest in the manifest
+  double last_copy_ms = 0;       // the worker's stall copying the index
+  double last_write_seconds = 0; // background write, fsync, rename
+  std::string last_error;
+};
+
+struct RecoveryInfo {
+  // The checkpoint the last open started from; none = full replay.
+  std::optional<uint64_t> checkpoint_id;
+  uint64_t start_address = 0;         // where the log replay started
+  uint64_t checkpoints_rejected = 0;  // damaged/unusable ones skipped
+  uint64_t entries_dropped = 0;  // checkpoint entries into removed segments
+  double load_seconds = 0;       // reading and checking the checkpoint
+  double seconds = 0;            // the whole open
+};
+
+struct CompactionStats {
+  uint64_t segments_compacted = 0;
+  uint64_t bytes_reclaimed = 0;      // segment file bytes deleted
+  uint64_t records_relocated = 0;    // live records and kept tombstones
+  uint64_t bytes_relocated = 0;
+  uint64_t tombstones_dropped = 0;
+  std::optional<uint64_t> current;   // segment being compacted
+  std::string last_error;
 };
 
 struct PartitionStats {
@@ -125,14 +170,19 @@ struct PartitionStats {
   uint64_t syncs = 0;  // fdatasync calls on the write path
   LogRecoveryStats recovery;
   double recovery_seconds = 0;
+  RecoveryInfo recovered;
+  CheckpointStats checkpoints;
+  CompactionStats compaction;
   std::string error;  // why writes are refused; empty if they are not
 };
 
 class Partition {
  public:
-  // Opens the partition in options.dir, creating it if missing, and
-  // rebuilds the index by replaying the log. Errors as Log::Recover, plus
-  // INVALID_ARGUMENT for bad options.
+  // Opens the partition in options.dir, creating it if missing. Loads the
+  // newest valid checkpoint listed in the manifest and replays the log
+  // after its covered address; a damaged or unusable checkpoint is logged
+  // and skipped for the next older one, then for a full replay. Errors as
+  // Log::Open/Replay, plus INVALID_ARGUMENT for bad options.
   static absl::StatusOr<std::unique_ptr<Partition>> Open(
       const PartitionOptions& options);
   // Close()s, logging (not returning) any error.
@@ -180,15 +230,43 @@ class Partition {
 
   // Makes every applied write durable now.
   absl::Status Sync();
-  // Under kInterval, syncs if the interval has passed; no-op otherwise.
+  // The owner calls this after every batch and when idle: runs an
+  // interval sync if due, advances a running checkpoint (copies the index
+  // once its buffer is ready, records the written file in the manifest),
+  // starts a periodic checkpoint if due, and does one paced step of
+  // compaction. Errors of the background work are logged and kept in
+  // Stats(), not returned; the status is the interval sync's.
   absl::Status Tick();
-  // Syncs and stops accepting writes. Idempotent.
+  // True while Tick() has work it can do right away (compaction pending,
+  // checkpoint stage waiting for it): the owner should not sleep.
+  bool HasBackgroundWork() const;
+
+  // Starts a checkpoint unless one is running (then OK). The worker pays
+  // only for copying the index, in a later Tick(); a background thread
+  // writes the file.
+  absl::Status StartCheckpoint();
+  bool checkpoint_running() const { return ckpt_ != nullptr; }
+  // How the last finished checkpoint attempt ended.
+  const absl::Status& last_checkpoint_status() const { return last_checkpoint_status_; }
+  // Takes a checkpoint now and returns once it is durable and listed in the
+  // manifest (joins one already running first).
+  absl::StatusOr<CheckpointInfo> Checkpoint();
+  // Starts a pass that compacts, in Tick() steps, every sealed segment with
+  // at least `min_dead_ratio` of dead bytes (and any dead byte at 0).
+  void StartCompaction(double min_dead_ratio);
+  bool compaction_running() const { return forced_ratio_.has_value() || victim_.has_value(); }
+  // Runs StartCompaction(min_dead_ratio) to the end now.
+  absl::Status Compact(double min_dead_ratio);
+  // Finishes a running checkpoint, syncs and stops accepting writes.
+  // Idempotent.
   absl::Status Close();
 
   PartitionStats Stats() const;
   std::vector<SegmentInfo> Segments() const { return log_->Segments(); }
   // Record bytes per segment id (index = id; ids past the end hold none).
   std::vector<SegmentUsage> SegmentUsages() const { return usage_; }
+  // Fraction of segment `id`'s bytes compaction would reclaim.
+  double DeadRatio(uint64_t id) const;
   // The segment size in force (an existing partition keeps its own).
   uint64_t segment_size() const { return log_->segment_size(); }
   const HashIndex& index() const { return index_; }
@@ -204,8 +282,23 @@ class Partition {
     uint64_t new_size;
   };
 
+  struct CheckpointJob;
+
   explicit Partition(const PartitionOptions& options);
   absl::Status Recover();
+  // Loads checkpoint `info` into a fresh index/usage/next_version.
+  absl::Status LoadCheckpoint(const CheckpointInfo& info);
+  void ResetState();
+  // Checkpoint stages run by the owner's thread (see Tick()).
+  void AdvanceCheckpoint(bool wait);
+  void FinishCheckpoint(const absl::Status& s);
+  // Compaction.
+  std::optional<uint64_t> PickVictim(double min_ratio) const;
+  absl::Status CompactionStep(uint64_t budget);
+  absl::Status RelocateRecord(uint64_t address, const RecordHeader& h,
+                              absl::string_view rec);
+  absl::Status FinishVictim();
+  bool HasOlderSegment(uint64_t id) const;
   absl::Status ReplayRecords(absl::Span<const Log::ScannedRecord> records);
   absl::Status ReplayRecord(uint32_t fp, const Log::ScannedRecord& rec);
   // Finds the index entry for `key`; fills *h with its record's header.
@@ -230,6 +323,23 @@ class Partition {
   bool closed_ = true;  // until Recover() succeeds
   LogRecoveryStats recovery_;
   double recovery_seconds_ = 0;
+  RecoveryInfo recovered_;
+
+  std::unique_ptr<CheckpointJob> ckpt_;
+  CheckpointStats ckpt_stats_;
+  absl::Time next_checkpoint_ = absl::InfiniteFuture();
+  uint64_t checkpointed_tail_ = 0;  // log tail covered by the newest one
+
+  std::optional<double> forced_ratio_;  // a Compact()/StartCompaction pass
+  std::optional<uint64_t> victim_;      // segment being compacted
+  uint64_t victim_offset_ = 0;          // next record to look at in it
+  uint64_t tail_at_last_step_ = 0;
+  uint64_t appended_bytes_ = 0;         // foreground record bytes, for pacing
+  uint64_t appended_at_last_step_ = 0;
+  absl::Time next_pick_ = absl::InfinitePast();
+  absl::flat_hash_set<uint64_t> bad_segments_;  // damaged: not compacted
+  CompactionStats compaction_;
+  absl::Status last_checkpoint_status_;
 };
 
 }  // namespace segkv::worker

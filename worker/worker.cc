@@ -10,8 +10,19 @@
 
 namespace segkv::worker {
 
+namespace {
+
+WorkerOptions WithWake(WorkerOptions options, EventCount* wakeup) {
+  // A finished background checkpoint write wakes an idle worker to record it.
+  options.partition.wake = [wakeup] { wakeup->Notify(); };
+  return options;
+}
+
+}  // namespace
+
 Worker::Worker(WorkerOptions options)
-    : options_(std::move(options)), queue_(options_.queue_capacity) {}
+    : options_(WithWake(std::move(options), &wakeup_)),
+      queue_(options_.queue_capacity) {}
 
 Worker::~Worker() { Stop(); }
 
@@ -75,8 +86,13 @@ void Worker::Loop() {
     if (absl::Status s = partition_->Tick(); !s.ok()) {
       LOG_EVERY_N(ERROR, 100) << "partition " << id() << " interval sync: " << s;
     }
+    if (!parked_.empty()) {
+      std::erase_if(parked_, [this](Request* p) { return p->Poll(*partition_); });
+    }
     if (!batch_.empty()) continue;
     if (stopping_.load(std::memory_order_seq_cst)) break;
+    // Compaction steps and checkpoint stages use the idle time.
+    if (partition_->HasBackgroundWork()) continue;
     const uint32_t key = wakeup_.Prepare();
     if (queue_.ApproxSize() > 0 || stopping_.load(std::memory_order_seq_cst)) {
       wakeup_.Cancel();
@@ -84,6 +100,8 @@ void Worker::Loop() {
     }
     wakeup_.Wait(key, tick);
   }
+  for (Request* p : parked_) p->Abort(absl::UnavailableError("worker is stopping"));
+  parked_.clear();
   if (absl::Status s = partition_->Close(); !s.ok()) {
     LOG(ERROR) << "closing partition " << id() << ": " << s;
   }
@@ -108,6 +126,9 @@ void Worker::RunBatch() {
     } else if (r->is_write()) {
       writes_.push_back(r);
       ops_.insert(ops_.end(), r->ops.begin(), r->ops.end());
+    } else if (r->polls) {
+      r->Run(*partition_);
+      parked_.push_back(r);
     } else {
       r->Run(*partition_);
     }

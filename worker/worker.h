@@ -40,11 +40,18 @@ class Request {
   absl::string_view read_key;
   // Not started after this: Abort(DEADLINE_EXCEEDED) instead.
   absl::Time deadline = absl::InfiniteFuture();
+  // Work that outlives one batch (a checkpoint, a compaction pass): after
+  // Run() the worker calls Poll() after each of its Tick()s until it
+  // returns true. Such a request must not delete itself in Run(); it
+  // finishes in the Poll() that returns true, or in Abort() if the worker
+  // stops first.
+  bool polls = false;
 
   bool is_write() const { return !ops.empty(); }
 
   // Reads and other non-write work, with the worker's partition.
   virtual void Run(Partition& partition) {}
+  virtual bool Poll(Partition& partition) { return true; }
   // Writes: the ops were applied (or failed: see each result's status).
   virtual void Committed() {}
   // The request will not run: deadline passed.
@@ -93,6 +100,7 @@ class Worker {
   std::vector<WriteOp> ops_;
   std::vector<WriteResult> results_;
   std::vector<absl::string_view> read_keys_;
+  std::vector<Request*> parked_;  // polling requests
 };
 
 }  // namespace segkv::worker

@@ -1,0 +1,88 @@
+// Index checkpoint files (docs/format/checkpoint.md): the hash index of one
+// partition, its per-segment byte accounting and the log address up to
+// which they reflect the log. Recovery loads the newest valid one and
+// replays only the log after `covered_address`.
+//
+// A file is written by BuildCheckpoint() into a caller-provided buffer (the
+// worker copies the index there: the only part that must stop writes) and
+// then sealed and written by SealCheckpoint() + WriteFileAtomically() on
+// another thread.
+#ifndef SEGKV_WORKER_CHECKPOINT_H_
+#define SEGKV_WORKER_CHECKPOINT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "worker/hash_index.h"
+
+namespace segkv::worker {
+
+// Record bytes per segment (index = segment id).
+struct SegmentUsage {
+  uint64_t total_bytes = 0;      // record bytes in the segment
+  uint64_t live_bytes = 0;       // bytes of records the index points at
+  uint64_t tombstone_bytes = 0;  // delete records (never live)
+};
+
+struct CheckpointHeader {
+  uint32_t partition = 0;
+  uint64_t segment_size = 0;
+  uint64_t id = 0;
+  uint64_t covered_address = 0;
+  uint64_t next_version = 0;
+  int64_t created_ms = 0;
+  HashIndex::Geometry geometry;
+  uint64_t usage_count = 0;  // SegmentUsage entries (segment ids 0..n-1)
+};
+
+inline constexpr size_t kCheckpointHeaderSize = 128;
+inline constexpr uint32_t kCheckpointFormatVersion = 1;
+
+// Size of the whole file for this header.
+uint64_t CheckpointFileSize(const CheckpointHeader& h);
+
+// Fills out[0, CheckpointFileSize(h)) with the header, the index image and
+// the usage table; the trailing CRC is left for SealCheckpoint().
+// `h.geometry` and `h.usage_count` are taken from `index` and `usage`.
+void BuildCheckpoint(CheckpointHeader* h, const HashIndex& index,
+                     const std::vector<SegmentUsage>& usage, char* out);
+// Computes and stores the body CRC of a built file; returns it.
+uint32_t SealCheckpoint(char* file, uint64_t size);
+
+// A checkpoint read back and checked (header CRC, body CRC, sizes).
+struct LoadedCheckpoint {
+  CheckpointHeader header;
+  absl::string_view image;           // into the caller's data
+  std::vector<SegmentUsage> usage;
+  uint32_t body_crc = 0;
+};
+// Errors: DATA_LOSS naming `path` for any damage or size mismatch;
+// FAILED_PRECONDITION for an unknown format version.
+absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
+                                                 absl::string_view path);
+
+// Memory for a checkpoint that is mapped and touched up front, so the copy
+// the worker makes into it does not pay page faults. Not copyable.
+class CheckpointBuffer {
+ public:
+  // Maps and pre-faults `size` bytes; null data() if the mapping failed.
+  explicit CheckpointBuffer(uint64_t size);
+  ~CheckpointBuffer();
+  CheckpointBuffer(const CheckpointBuffer&) = delete;
+  CheckpointBuffer& operator=(const CheckpointBuffer&) = delete;
+  char* data() { return data_; }
+  uint64_t capacity() const { return capacity_; }
+
+ private:
+  char* data_ = nullptr;
+  uint64_t capacity_ = 0;
+};
+
+}  // namespace segkv::worker
+
+#endif  // SEGKV_WORKER_CHECKPOINT_H_
