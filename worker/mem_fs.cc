@@ -18,6 +18,7 @@ class MemFileSystem::File : public WritableFile {
   absl::Status Append(absl::string_view data) override {
     absl::MutexLock l(&fs_->mu_);
     if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    if (auto s = fs_->CheckKill(); !s.ok()) return s;
     size_t n = data.size();
     int err = 0;
     if (fs_->appends_before_failure_ == 0) {
@@ -36,23 +37,28 @@ class MemFileSystem::File : public WritableFile {
     }
     inode_->data.append(data.data(), n);
     if (err != 0) return ErrnoToStatus(err, "write", path_);
+    fs_->CountOp();
     return absl::OkStatus();
   }
 
   absl::Status Sync() override {
     absl::MutexLock l(&fs_->mu_);
     if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    if (auto s = fs_->CheckKill(); !s.ok()) return s;
     if (auto s = fs_->MaybeFailSync(path_); !s.ok()) return s;
     inode_->durable = inode_->data;
     inode_->rewritten = false;
+    fs_->CountOp();
     return absl::OkStatus();
   }
 
   absl::Status Truncate(uint64_t size) override {
     absl::MutexLock l(&fs_->mu_);
     if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    if (auto s = fs_->CheckKill(); !s.ok()) return s;
     if (size < inode_->durable.size()) inode_->rewritten = true;
     inode_->data.resize(size, '\0');
+    fs_->CountOp();
     return absl::OkStatus();
   }
 
@@ -124,9 +130,21 @@ absl::Status MemFileSystem::MaybeFailSync(const std::string& what) {
   return absl::OkStatus();
 }
 
+absl::Status MemFileSystem::CheckKill() {
+  if (!killed_ && ops_before_kill_ == 0) killed_ = true;
+  if (killed_) return absl::UnavailableError("killed at kill point");
+  return absl::OkStatus();
+}
+
+void MemFileSystem::CountOp() {
+  ++mutating_ops_;
+  if (ops_before_kill_ > 0) --ops_before_kill_;
+}
+
 absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::OpenWritable(
     const std::string& path, bool truncate) {
   absl::MutexLock l(&mu_);
+  if (auto s = CheckKill(); !s.ok()) return s;
   if (!dirs_.contains(ParentDir(path))) return ErrnoToStatus(ENOENT, "open", path);
   auto& inode = live_[path];
   if (inode == nullptr) {
@@ -135,6 +153,7 @@ absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::OpenWritable(
     if (!inode->durable.empty()) inode->rewritten = true;
     inode->data.clear();
   }
+  CountOp();
   return std::make_unique<File>(this, path, inode, generation_);
 }
 
@@ -177,23 +196,28 @@ absl::StatusOr<uint64_t> MemFileSystem::FileSize(const std::string& path) {
 
 absl::Status MemFileSystem::Remove(const std::string& path) {
   absl::MutexLock l(&mu_);
+  if (auto s = CheckKill(); !s.ok()) return s;
   if (live_.erase(path) == 0) return ErrnoToStatus(ENOENT, "unlink", path);
+  CountOp();
   return absl::OkStatus();
 }
 
 absl::Status MemFileSystem::Rename(const std::string& from,
                                    const std::string& to) {
   absl::MutexLock l(&mu_);
+  if (auto s = CheckKill(); !s.ok()) return s;
   auto it = live_.find(from);
   if (it == live_.end()) return ErrnoToStatus(ENOENT, "rename", from);
   auto inode = it->second;
   live_.erase(it);
   live_[to] = std::move(inode);
+  CountOp();
   return absl::OkStatus();
 }
 
 absl::Status MemFileSystem::SyncDir(const std::string& dir) {
   absl::MutexLock l(&mu_);
+  if (auto s = CheckKill(); !s.ok()) return s;
   if (!dirs_.contains(dir)) return ErrnoToStatus(ENOENT, "open", dir);
   if (auto s = MaybeFailSync(dir); !s.ok()) return s;
   for (auto it = durable_.begin(); it != durable_.end();) {
@@ -202,15 +226,18 @@ absl::Status MemFileSystem::SyncDir(const std::string& dir) {
   for (const auto& [path, inode] : live_) {
     if (ParentDir(path) == dir) durable_[path] = inode;
   }
+  CountOp();
   return absl::OkStatus();
 }
 
 absl::Status MemFileSystem::CreateDir(const std::string& dir) {
   absl::MutexLock l(&mu_);
+  if (auto s = CheckKill(); !s.ok()) return s;
   // Directories are durable at once in this model: the engine's directory
   // layout is created before any data, and tests crash after that.
   for (std::string d = dir; !d.empty(); d = ParentDir(d)) dirs_.insert(d);
   dirs_.insert("");
+  CountOp();
   return absl::OkStatus();
 }
 
@@ -240,6 +267,8 @@ void MemFileSystem::Crash(uint64_t seed, bool keep_unsynced) {
   }
   appends_before_failure_ = -1;
   syncs_before_failure_ = -1;
+  ops_before_kill_ = -1;
+  killed_ = false;
 }
 
 void MemFileSystem::FailAppendsAfter(int64_t n, int err) {
@@ -252,6 +281,22 @@ void MemFileSystem::FailSyncsAfter(int64_t n, int err) {
   absl::MutexLock l(&mu_);
   syncs_before_failure_ = n;
   sync_errno_ = err;
+}
+
+void MemFileSystem::KillAfterOps(int64_t n) {
+  absl::MutexLock l(&mu_);
+  ops_before_kill_ = n < 0 ? -1 : n;
+  killed_ = false;
+}
+
+uint64_t MemFileSystem::MutatingOps() {
+  absl::MutexLock l(&mu_);
+  return mutating_ops_;
+}
+
+bool MemFileSystem::killed() {
+  absl::MutexLock l(&mu_);
+  return killed_ || ops_before_kill_ == 0;
 }
 
 void MemFileSystem::SetCapacity(uint64_t bytes) {

@@ -14,6 +14,14 @@
 // of successful calls, and a capacity makes appends fail with ENOSPC after a
 // partial write, as a full disk does.
 //
+// Kill points: KillAfterOps(n) lets n more mutating operations (OpenWritable,
+// Append, Sync, Truncate, Remove, Rename, SyncDir, CreateDir) succeed; every
+// later one fails with UNAVAILABLE and changes nothing, as if the process
+// had died right there. Crash() then decides what the "dead" process left
+// on disk. Reads keep working. MutatingOps() counts the successful mutating
+// operations, so a test can run a scenario once to count them and then rerun
+// it killed after each of them.
+//
 // Thread-safe.
 #ifndef SEGKV_WORKER_MEM_FS_H_
 #define SEGKV_WORKER_MEM_FS_H_
@@ -60,6 +68,15 @@ class MemFileSystem : public FileSystem {
   // After `n` more successful syncs (file or directory), every sync fails
   // with `err`. n < 0 disables.
   void FailSyncsAfter(int64_t n, int err);
+  // After `n` more successful mutating operations (see the file comment)
+  // every mutating operation fails with UNAVAILABLE("killed at kill point")
+  // and changes nothing, until Crash() or KillAfterOps(-1). n < 0 disables.
+  void KillAfterOps(int64_t n);
+  // Successful mutating operations since construction (not reset by
+  // Crash()).
+  uint64_t MutatingOps();
+  // Whether the kill point has been reached.
+  bool killed();
   // Total bytes all files may hold; appends beyond it write what fits and
   // fail with ENOSPC. 0 = unlimited.
   void SetCapacity(uint64_t bytes);
@@ -88,6 +105,10 @@ class MemFileSystem : public FileSystem {
   uint64_t TotalBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MaybeFailSync(const std::string& what)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kill point: CheckKill() before a mutating operation (an error once the
+  // process is dead), CountOp() after it succeeded.
+  absl::Status CheckKill() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountOp() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   // Files by full path: what a process sees now, and what survives a crash.
@@ -101,6 +122,9 @@ class MemFileSystem : public FileSystem {
   int sync_errno_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t sync_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t ops_before_kill_ ABSL_GUARDED_BY(mu_) = -1;
+  bool killed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t mutating_ops_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace segkv::worker

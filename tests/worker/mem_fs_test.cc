@@ -394,5 +394,182 @@ TEST_F(MemFsTest, WriteFileAtomicallyLeavesNoTmpOnSuccess) {
   EXPECT_EQ(Read("/d/MANIFEST"), "v2");
 }
 
+TEST_F(MemFsTest, MutatingOpsCountsSuccessfulMutatingOperationsOnly) {
+  const uint64_t start = fs_.MutatingOps();  // SetUp's CreateDir counted
+  EXPECT_EQ(start, 1u);
+  auto f = Open(kA);                      // +1
+  ASSERT_THAT(f->Append("abc"), IsOk());  // +1
+  ASSERT_THAT(f->Sync(), IsOk());         // +1
+  ASSERT_THAT(f->Truncate(1), IsOk());    // +1
+  ASSERT_THAT(fs_.SyncDir(kDir), IsOk()); // +1
+  ASSERT_THAT(fs_.Rename(kA, kB), IsOk());  // +1
+  ASSERT_THAT(fs_.CreateDir("/d/sub"), IsOk());  // +1
+  ASSERT_THAT(fs_.Remove(kB), IsOk());    // +1
+  EXPECT_EQ(fs_.MutatingOps(), start + 8);
+  // Reads do not count.
+  EXPECT_FALSE(fs_.Exists(kA));
+  ASSERT_THAT(fs_.ListDir(kDir), IsOk());
+  EXPECT_THAT(fs_.FileSize(kB), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(fs_.ReadFileToString(kB), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(fs_.MutatingOps(), start + 8);
+  // Nor do operations that failed.
+  EXPECT_THAT(fs_.Remove(kB), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(fs_.Rename(kA, kB), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(fs_.OpenWritable("/missing/a", false),
+              StatusIs(absl::StatusCode::kNotFound));
+  fs_.FailAppendsAfter(0, EIO);
+  EXPECT_THAT(f->Append("x"), StatusIs(absl::StatusCode::kUnavailable));
+  fs_.FailSyncsAfter(0, EIO);
+  EXPECT_THAT(f->Sync(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fs_.SyncDir(kDir), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(fs_.MutatingOps(), start + 8);
+}
+
+TEST_F(MemFsTest, KillAfterOpsFailsEveryLaterMutatingOpAndChangesNothing) {
+  MakeDurable(kA, "durable");
+  auto f = Open(kA);
+  auto g = Open("/d/c");
+  const uint64_t before = fs_.MutatingOps();
+  fs_.KillAfterOps(2);
+  EXPECT_FALSE(fs_.killed());
+  ASSERT_THAT(f->Append("-1"), IsOk());
+  ASSERT_THAT(f->Append("-2"), IsOk());
+  EXPECT_TRUE(fs_.killed());
+  EXPECT_EQ(fs_.MutatingOps(), before + 2);
+
+  const absl::Status dead = f->Append("-3");
+  EXPECT_THAT(dead, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(std::string(dead.message()), ::testing::HasSubstr("killed at kill point"));
+  EXPECT_THAT(f->Sync(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(f->Truncate(0), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(g->Append("x"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fs_.OpenWritable(kB, false), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fs_.OpenWritable(kA, /*truncate=*/true),
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fs_.Remove(kA), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fs_.Rename(kA, kB), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fs_.SyncDir(kDir), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fs_.CreateDir("/d/sub"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(fs_.MutatingOps(), before + 2);
+
+  // Nothing changed; reads still work.
+  EXPECT_EQ(Read(kA), "durable-1-2");
+  EXPECT_EQ(Read("/d/c"), "");
+  EXPECT_FALSE(fs_.Exists(kB));
+  EXPECT_FALSE(fs_.Exists("/d/sub"));
+  auto size = fs_.FileSize(kA);
+  ASSERT_THAT(size, IsOk());
+  EXPECT_EQ(*size, 11u);
+  auto r = fs_.OpenReadable(kA, 11);
+  ASSERT_THAT(r, IsOk());
+  auto got = (*r)->Read(0, 7);
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(*got, "durable");
+  auto names = fs_.ListDir(kDir);
+  ASSERT_THAT(names, IsOk());
+  EXPECT_THAT(*names, UnorderedElementsAre("a", "c"));
+
+  // The unsynced appends and the unsynced name of c are lost by the crash.
+  fs_.Crash(5, /*keep_unsynced=*/false);
+  EXPECT_EQ(Read(kA), "durable");
+  EXPECT_FALSE(fs_.Exists("/d/c"));
+}
+
+TEST_F(MemFsTest, KillAfterZeroOpsKillsTheNextOne) {
+  fs_.KillAfterOps(0);
+  EXPECT_TRUE(fs_.killed());
+  EXPECT_THAT(fs_.OpenWritable(kA, false), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_FALSE(fs_.Exists(kA));
+}
+
+TEST_F(MemFsTest, KillAfterOpsIsNotTriggeredByFailedOps) {
+  fs_.KillAfterOps(1);
+  // A failed operation does not use up the one allowed.
+  EXPECT_THAT(fs_.Remove(kA), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_FALSE(fs_.killed());
+  auto f = Open(kA);
+  ASSERT_NE(f, nullptr);
+  EXPECT_THAT(f->Append("x"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(Read(kA), "");
+}
+
+TEST_F(MemFsTest, NegativeKillAfterOpsDisables) {
+  fs_.KillAfterOps(1);
+  fs_.KillAfterOps(-1);
+  auto f = Open(kA);
+  for (int i = 0; i < 10; ++i) ASSERT_THAT(f->Append("x"), IsOk());
+  EXPECT_FALSE(fs_.killed());
+  // Re-arming after a kill revives the process too.
+  fs_.KillAfterOps(0);
+  EXPECT_THAT(f->Append("y"), StatusIs(absl::StatusCode::kUnavailable));
+  fs_.KillAfterOps(-1);
+  EXPECT_THAT(f->Append("y"), IsOk());
+  EXPECT_EQ(Read(kA), "xxxxxxxxxxy");
+}
+
+TEST_F(MemFsTest, CrashResetsKillPoint) {
+  MakeDurable(kA, "A");
+  fs_.KillAfterOps(0);
+  EXPECT_THAT(fs_.Remove(kA), StatusIs(absl::StatusCode::kUnavailable));
+  const uint64_t ops = fs_.MutatingOps();
+  fs_.Crash(1);
+  EXPECT_FALSE(fs_.killed());
+  EXPECT_EQ(fs_.MutatingOps(), ops);  // the count goes on across crashes
+  EXPECT_EQ(Read(kA), "A");
+  auto f = Open(kA);
+  ASSERT_NE(f, nullptr);
+  EXPECT_THAT(f->Append("+"), IsOk());
+  EXPECT_THAT(f->Sync(), IsOk());
+  EXPECT_THAT(fs_.Remove(kB), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(fs_.Rename(kA, kB), IsOk());
+  EXPECT_THAT(fs_.SyncDir(kDir), IsOk());
+  EXPECT_EQ(Read(kB), "A+");
+}
+
+// The intended use: count the operations of a scenario, then kill it after
+// each of them. WriteFileAtomically must leave the old or the new contents
+// whatever the kill point, and the new ones once its last operation is done.
+TEST_F(MemFsTest, WriteFileAtomicallyKilledAtEveryPointLeavesOldOrNew) {
+  const std::string old_contents = "old manifest";
+  const std::string new_contents = "the new manifest";
+  uint64_t total = 0;
+  {
+    MemFileSystem fs;
+    ASSERT_THAT(fs.CreateDir(kDir), IsOk());
+    ASSERT_THAT(WriteFileAtomically(&fs, kDir, "MANIFEST", old_contents), IsOk());
+    const uint64_t start = fs.MutatingOps();
+    ASSERT_THAT(WriteFileAtomically(&fs, kDir, "MANIFEST", new_contents), IsOk());
+    total = fs.MutatingOps() - start;
+  }
+  EXPECT_EQ(total, 5u);  // open, append, sync, rename, sync dir
+  std::set<std::string> seen;
+  for (uint64_t n = 0; n <= total; ++n) {
+    for (bool keep : {false, true}) {
+      SCOPED_TRACE(absl::StrCat("n=", n, " keep=", keep));
+      MemFileSystem fs;
+      ASSERT_THAT(fs.CreateDir(kDir), IsOk());
+      ASSERT_THAT(WriteFileAtomically(&fs, kDir, "MANIFEST", old_contents),
+                  IsOk());
+      fs.KillAfterOps(n);
+      const absl::Status s =
+          WriteFileAtomically(&fs, kDir, "MANIFEST", new_contents);
+      if (n < total) {
+        EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnavailable));
+      } else {
+        EXPECT_THAT(s, IsOk());
+      }
+      fs.Crash(n, keep);
+      auto got = fs.ReadFileToString("/d/MANIFEST");
+      ASSERT_THAT(got, IsOk());
+      EXPECT_THAT(*got, AnyOf(Eq(old_contents), Eq(new_contents)));
+      if (n == total) {
+        EXPECT_EQ(*got, new_contents);
+      }
+      seen.insert(*got);
+    }
+  }
+  EXPECT_EQ(seen.size(), 2u);
+}
+
 }  // namespace
 }  // namespace segkv::worker

@@ -2,10 +2,19 @@
 #ifndef SEGKV_TESTS_WORKER_TESTING_PARTITION_TESTING_H_
 #define SEGKV_TESTS_WORKER_TESTING_PARTITION_TESTING_H_
 
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "gmock/gmock.h"
 #include "worker/manifest.h"
 #include "worker/mem_fs.h"
@@ -51,6 +60,110 @@ inline PartitionOptions SmallOptions(MemFileSystem* fs,
 
 inline std::string SegmentPath(uint64_t id, const std::string& dir = kDir) {
   return dir + "/" + SegmentFileName(id);
+}
+
+inline std::string CheckpointPath(uint64_t id, const std::string& dir = kDir) {
+  return dir + "/" + CheckpointFileName(id);
+}
+
+// A key's value and version, as Get or Scan report them.
+struct Stored {
+  std::string value;
+  uint64_t version = 0;
+
+  bool operator==(const Stored&) const = default;
+  friend std::ostream& operator<<(std::ostream& os, const Stored& s) {
+    return os << "{\"" << (s.value.size() > 24 ? s.value.substr(0, 24) + "..." : s.value)
+              << "\" (" << s.value.size() << " B), v" << s.version << "}";
+  }
+};
+// Every live key of a partition.
+using Dump = std::map<std::string, Stored>;
+
+// Dumps every live key with Scan, in small pages. INTERNAL if a key comes
+// back twice (nothing is written meanwhile, so each must come once) or if
+// the key count disagrees with Stats().keys.
+inline absl::StatusOr<Dump> DumpAll(Partition& p) {
+  Dump out;
+  uint64_t cursor = 0;
+  do {
+    std::vector<ScanItem> items;
+    auto next = p.Scan(cursor, "", 7, /*keys_only=*/false, 1 << 20, &items);
+    if (!next.ok()) return next.status();
+    for (ScanItem& item : items) {
+      auto [it, fresh] = out.emplace(item.key, Stored{item.value, item.version});
+      if (!fresh) {
+        return absl::InternalError(absl::StrCat("Scan returned key ", item.key, " twice"));
+      }
+    }
+    cursor = *next;
+  } while (cursor != 0);
+  if (out.size() != p.Stats().keys) {
+    return absl::InternalError(absl::StrCat("Scan found ", out.size(),
+                                            " keys, Stats().keys is ",
+                                            p.Stats().keys));
+  }
+  return out;
+}
+
+// Names in `dir` that start with `prefix` and end with `suffix`.
+inline std::vector<std::string> FilesIn(FileSystem* fs, const std::string& dir,
+                                        absl::string_view prefix,
+                                        absl::string_view suffix = "") {
+  std::vector<std::string> out;
+  auto names = fs->ListDir(dir);
+  if (!names.ok()) return out;
+  for (const std::string& n : *names) {
+    if (absl::StartsWith(n, prefix) && absl::EndsWith(n, suffix)) out.push_back(n);
+  }
+  return out;
+}
+
+inline std::vector<std::string> CheckpointFiles(FileSystem* fs,
+                                                const std::string& dir = kDir) {
+  return FilesIn(fs, dir, "ckpt-", ".idx");
+}
+
+// Removes every checkpoint file of `dir` (the MANIFEST still lists them).
+inline absl::Status RemoveCheckpointFiles(FileSystem* fs,
+                                          const std::string& dir = kDir) {
+  for (const std::string& name : CheckpointFiles(fs, dir)) {
+    if (absl::Status s = fs->Remove(dir + "/" + name); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// Removes the checkpoint files, opens the partition (which must then
+// replay the whole log), dumps it and closes it. The partition of `o`
+// must not be open.
+inline absl::StatusOr<Dump> FullReplayDump(const PartitionOptions& o) {
+  if (absl::Status s = RemoveCheckpointFiles(o.fs, o.dir); !s.ok()) return s;
+  auto p = Partition::Open(o);
+  if (!p.ok()) return p.status();
+  if ((*p)->Stats().recovered.checkpoint_id.has_value()) {
+    return absl::InternalError(absl::StrCat(
+        "with every checkpoint file removed, the partition still recovered from "
+        "checkpoint ", *(*p)->Stats().recovered.checkpoint_id));
+  }
+  auto dump = DumpAll(**p);
+  if (absl::Status s = (*p)->Close(); !s.ok()) return s;
+  return dump;
+}
+
+// Every key of `model` reads its value and version with Get, and Scan lists
+// exactly `model` (so no other key is live). Use with
+// ASSERT_NO_FATAL_FAILURE.
+inline void ExpectContents(Partition& p, const Dump& model) {
+  ReadResult r;
+  for (const auto& [key, want] : model) {
+    ASSERT_THAT(p.Get(key, &r), IsOk()) << key;
+    ASSERT_TRUE(r.found) << key << " is missing";
+    ASSERT_EQ(r.value, want.value) << key;
+    ASSERT_EQ(r.version, want.version) << key;
+  }
+  auto dump = DumpAll(p);
+  ASSERT_THAT(dump, IsOk());
+  ASSERT_EQ(*dump, model);
 }
 
 }  // namespace segkv::worker::testing

@@ -1,0 +1,800 @@
+// Segment compaction: a sealed segment whose dead ratio reaches the
+// threshold has its live records (and the tombstones an older segment still
+// needs) re-appended at the tail with their versions, then leaves the
+// MANIFEST and its file is deleted. Contents and versions never change, in
+// the running partition, after a reopen (full replay or from a checkpoint)
+// and after a crash at any point of the compaction.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/worker/testing/partition_testing.h"
+#include "worker/manifest.h"
+#include "worker/mem_fs.h"
+#include "worker/partition.h"
+
+namespace segkv::worker {
+namespace {
+
+using ::segkv::worker::testing::CheckpointFiles;
+using ::segkv::worker::testing::Dump;
+using ::segkv::worker::testing::DumpAll;
+using ::segkv::worker::testing::ExpectContents;
+using ::segkv::worker::testing::FullReplayDump;
+using ::segkv::worker::testing::IsOk;
+using ::segkv::worker::testing::SegmentPath;
+using ::segkv::worker::testing::SmallOptions;
+using ::segkv::worker::testing::StatusIs;
+using ::segkv::worker::testing::Stored;
+
+// How the partition is reopened at the end of a regression scenario.
+enum class Recovery {
+  kFullReplay,        // no checkpoint at all
+  kCheckpointBefore,  // one taken before the compaction
+  kCheckpointBetween, // one taken after the compaction, before the overwrite
+  kCheckpointAfter,   // one taken at the very end
+};
+
+std::string RecoveryName(Recovery r) {
+  switch (r) {
+    case Recovery::kFullReplay: return "FullReplay";
+    case Recovery::kCheckpointBefore: return "CheckpointBefore";
+    case Recovery::kCheckpointBetween: return "CheckpointBetween";
+    case Recovery::kCheckpointAfter: return "CheckpointAfter";
+  }
+  return "?";
+}
+
+std::vector<uint64_t> SegmentIds(const Partition& p) {
+  std::vector<uint64_t> ids;
+  for (const SegmentInfo& s : p.Segments()) ids.push_back(s.id);
+  return ids;
+}
+
+bool HasSegment(const Partition& p, uint64_t id) {
+  const std::vector<uint64_t> ids = SegmentIds(p);
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+class CompactionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    o_ = SmallOptions(&fs_);
+    o_.checkpoint_interval = absl::ZeroDuration();  // only on demand
+    o_.compaction_dead_ratio = 2;                   // only on demand
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+  }
+
+  void Reopen() {
+    if (p_ != nullptr) {
+      ASSERT_THAT(p_->Close(), IsOk());
+      p_.reset();
+    }
+    auto p = Partition::Open(o_);
+    ASSERT_THAT(p, IsOk());
+    p_ = std::move(*p);
+  }
+
+  std::string Value(absl::string_view key, size_t len = 200) {
+    std::string v = absl::StrCat(key, "=", ++n_, ":");
+    v.resize(std::max(len, v.size()), static_cast<char>('a' + n_ % 26));
+    return v;
+  }
+  void Put(const std::string& key, size_t len = 200) {
+    const std::string value = Value(key, len);
+    auto w = p_->Put(key, value);
+    ASSERT_THAT(w, IsOk()) << key;
+    model_[key] = Stored{value, w->version};
+  }
+  void Delete(const std::string& key) {
+    auto w = p_->Delete(key);
+    ASSERT_THAT(w, IsOk()) << key;
+    model_.erase(key);
+  }
+  uint64_t Active() const { return p_->Segments().back().id; }
+  // Overwrites `key` until segment `id` is the active one.
+  void OverwriteUntilActive(uint64_t id, const std::string& key = "filler") {
+    while (Active() < id) ASSERT_NO_FATAL_FAILURE(Put(key));
+  }
+  // Writes distinct keys prefix0, prefix1, ... until segment `id` is active.
+  void FillUntilActive(uint64_t id, const std::string& prefix) {
+    for (int i = 0; Active() < id; ++i) {
+      ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat(prefix, i)));
+    }
+  }
+
+  void ExpectModel() { ASSERT_NO_FATAL_FAILURE(ExpectContents(*p_, model_)); }
+  // Closes the partition; a full replay must give the model.
+  void ExpectFullReplayGivesModel() {
+    if (p_ != nullptr) {
+      ASSERT_THAT(p_->Close(), IsOk());
+      p_.reset();
+    }
+    auto dump = FullReplayDump(o_);
+    ASSERT_THAT(dump, IsOk());
+    EXPECT_EQ(*dump, model_);
+  }
+
+  MemFileSystem fs_;
+  std::unique_ptr<MemFileSystem> other_fs_;  // for tests that need several
+  PartitionOptions o_;
+  std::unique_ptr<Partition> p_;
+  Dump model_;
+  int n_ = 0;
+};
+
+TEST_F(CompactionTest, CompactDeletesMostlyDeadSegments) {
+  // Keys written once (stay live in segment 0) and keys overwritten round
+  // after round, so the early segments end up mostly dead.
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  for (int round = 0; round < 8; ++round) {
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("hot", i)));
+    }
+  }
+  ASSERT_GE(p_->Segments().size(), 4u);
+  std::set<uint64_t> victims, spared;
+  uint64_t victim_bytes = 0;
+  for (const SegmentInfo& s : p_->Segments()) {
+    if (!s.sealed) continue;
+    if (p_->DeadRatio(s.id) >= 0.5) {
+      victims.insert(s.id);
+      victim_bytes += s.end_offset;
+    } else {
+      spared.insert(s.id);
+    }
+  }
+  ASSERT_TRUE(victims.contains(0)) << "segment 0 should be mostly dead";
+  ASSERT_GE(victims.size(), 2u);
+
+  ASSERT_THAT(p_->Compact(0.5), IsOk());
+  EXPECT_FALSE(p_->compaction_running());
+  for (uint64_t id : victims) {
+    EXPECT_FALSE(fs_.Exists(SegmentPath(id))) << "segment " << id;
+    EXPECT_FALSE(HasSegment(*p_, id)) << "segment " << id;
+  }
+  for (uint64_t id : spared) {
+    EXPECT_TRUE(HasSegment(*p_, id)) << "segment " << id << " was below the ratio";
+  }
+  const CompactionStats c = p_->Stats().compaction;
+  EXPECT_GE(c.segments_compacted, victims.size());
+  EXPECT_GE(c.bytes_reclaimed, victim_bytes);
+  EXPECT_GT(c.bytes_reclaimed, 0u);
+  EXPECT_GE(c.records_relocated, 5u) << "the stable keys of segment 0";
+  EXPECT_GT(c.bytes_relocated, 0u);
+  EXPECT_FALSE(c.current.has_value());
+  EXPECT_TRUE(c.last_error.empty()) << c.last_error;
+  EXPECT_EQ(p_->Stats().segments, p_->Segments().size());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+
+  // The files really are gone, and the contents survive a reopen.
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  for (uint64_t id : victims) {
+    EXPECT_FALSE(HasSegment(*p_, id));
+  }
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  // And a crash: the deletions were durable.
+  ASSERT_THAT(p_->Close(), IsOk());
+  p_.reset();
+  fs_.Crash(3);
+  for (uint64_t id : victims) {
+    EXPECT_FALSE(fs_.Exists(SegmentPath(id)));
+  }
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+TEST_F(CompactionTest, VersionsAreKeptAndNewWritesGoHigher) {
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(3));
+  const Dump before = model_;
+  const uint64_t next_version = p_->Stats().next_version;
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  EXPECT_FALSE(HasSegment(*p_, 0));
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  EXPECT_EQ(p_->Stats().next_version, next_version) << "relocation used new versions";
+  // Compare-and-set against a relocated record's version succeeds.
+  WriteOp op = WriteOp::Put("stable3", "cas");
+  op.expected_version = before.at("stable3").version;
+  auto w = p_->Write(op);
+  ASSERT_THAT(w, IsOk());
+  EXPECT_GE(w->version, next_version);
+  model_["stable3"] = Stored{"cas", w->version};
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  EXPECT_EQ(p_->Stats().next_version, w->version + 1);
+}
+
+TEST_F(CompactionTest, LiveAccountingMatchesAfterCompaction) {
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  for (int round = 0; round < 6; ++round) {
+    for (int i = 0; i < 15; ++i) {
+      if (round % 2 && i % 3 == 0) {
+        ASSERT_NO_FATAL_FAILURE(Delete(absl::StrCat("hot", i)));
+      } else {
+        ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("hot", i), 100 + 20 * i));
+      }
+    }
+  }
+  const uint64_t live = p_->Stats().live_bytes;
+  const uint64_t keys = p_->Stats().keys;
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  EXPECT_EQ(p_->Stats().live_bytes, live);
+  EXPECT_EQ(p_->Stats().keys, keys);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  // The usage table agrees with a full replay of what is left.
+  const std::vector<SegmentUsage> usage = p_->SegmentUsages();
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  const std::vector<SegmentUsage> replayed = p_->SegmentUsages();
+  for (size_t i = 0; i < std::max(usage.size(), replayed.size()); ++i) {
+    const SegmentUsage a = i < usage.size() ? usage[i] : SegmentUsage{};
+    const SegmentUsage b = i < replayed.size() ? replayed[i] : SegmentUsage{};
+    if (!HasSegment(*p_, i)) continue;  // removed: whatever is left over
+    EXPECT_EQ(a.total_bytes, b.total_bytes) << "segment " << i;
+    EXPECT_EQ(a.live_bytes, b.live_bytes) << "segment " << i;
+    EXPECT_EQ(a.tombstone_bytes, b.tombstone_bytes) << "segment " << i;
+  }
+  EXPECT_EQ(p_->Stats().live_bytes, live);
+}
+
+TEST_F(CompactionTest, NothingToCompactChangesNothing) {
+  for (int i = 0; i < 80; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("k", i)));
+  }
+  ASSERT_GE(p_->Segments().size(), 2u);
+  const std::vector<uint64_t> ids = SegmentIds(*p_);
+  const uint64_t tail = p_->Stats().tail_address;
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  EXPECT_EQ(SegmentIds(*p_), ids);
+  EXPECT_EQ(p_->Stats().tail_address, tail);
+  EXPECT_EQ(p_->Stats().compaction.segments_compacted, 0u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+TEST_F(CompactionTest, ActiveSegmentIsNeverCompacted) {
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put("same", 50));
+  }
+  ASSERT_EQ(p_->Segments().size(), 1u);
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  EXPECT_EQ(SegmentIds(*p_), std::vector<uint64_t>{0});
+  EXPECT_TRUE(fs_.Exists(SegmentPath(0)));
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+TEST_F(CompactionTest, StartCompactionRunsInTickStepsBesideWrites) {
+  o_.compaction_min_step = 512;  // a few records per Tick
+  o_.compaction_work_ratio = 0.01;
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  for (int round = 0; round < 6; ++round) {
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("hot", i)));
+    }
+  }
+  ASSERT_GE(p_->DeadRatio(0), 0.5);
+  ASSERT_THAT(p_->Tick(), IsOk());  // pacing counts writes from here
+  EXPECT_FALSE(p_->compaction_running());
+  p_->StartCompaction(0.5);
+  EXPECT_TRUE(p_->compaction_running());
+  EXPECT_TRUE(p_->HasBackgroundWork());
+  ASSERT_THAT(p_->Tick(), IsOk());
+  // One idle Tick scans about compaction_min_step bytes, not 8 KiB.
+  EXPECT_TRUE(p_->compaction_running()) << "one Tick compacted everything";
+  EXPECT_TRUE(HasSegment(*p_, 0));
+  int ticks = 1;
+  while (p_->compaction_running()) {
+    // Writes keep going meanwhile, including to keys being relocated.
+    if (ticks % 3 == 0) {
+      ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", ticks % 10)));
+    }
+    if (ticks % 7 == 0) {
+      ASSERT_NO_FATAL_FAILURE(Delete(absl::StrCat("hot", ticks % 20)));
+    }
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_NO_FATAL_FAILURE(ExpectModel());
+    ASSERT_LT(++ticks, 10000) << "compaction never finished";
+  }
+  EXPECT_GT(ticks, 4);
+  EXPECT_FALSE(HasSegment(*p_, 0));
+  EXPECT_FALSE(fs_.Exists(SegmentPath(0)));
+  EXPECT_GE(p_->Stats().compaction.segments_compacted, 1u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+TEST_F(CompactionTest, TickCompactsOnItsOwnAtTheConfiguredRatio) {
+  o_.compaction_dead_ratio = 0.5;
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(3, "hot"));
+  std::set<uint64_t> victims;
+  for (const SegmentInfo& s : p_->Segments()) {
+    if (s.sealed && p_->DeadRatio(s.id) >= 0.5) victims.insert(s.id);
+  }
+  ASSERT_TRUE(victims.contains(0));
+  // Nothing happens without Tick().
+  EXPECT_EQ(p_->Stats().compaction.segments_compacted, 0u);
+  // Tick (as an idle worker would, without sleeping here) until every
+  // segment over the ratio is gone; bounded so a stall fails.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  auto any_left = [&] {
+    for (uint64_t id : victims) {
+      if (HasSegment(*p_, id)) return true;
+    }
+    return false;
+  };
+  while (any_left() || p_->HasBackgroundWork()) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(absl::Now(), deadline) << "automatic compaction stalled";
+  }
+  EXPECT_GE(p_->Stats().compaction.segments_compacted, victims.size());
+  for (uint64_t id : victims) {
+    EXPECT_FALSE(fs_.Exists(SegmentPath(id))) << id;
+  }
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+// ---------------------------------------------------------------------------
+// Named regressions.
+
+class CompactionRegressionTest : public CompactionTest,
+                                 public ::testing::WithParamInterface<Recovery> {
+ protected:
+  void MaybeCheckpoint(Recovery when) {
+    if (GetParam() == when) {
+      ASSERT_THAT(p_->Checkpoint(), IsOk());
+    }
+  }
+  // Reopens as the parameter says and checks the model; then the same
+  // with a full replay.
+  void ReopenAndCheck() {
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+    if (GetParam() == Recovery::kFullReplay) {
+      EXPECT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
+    } else {
+      EXPECT_TRUE(p_->Stats().recovered.checkpoint_id.has_value() ||
+                  p_->Stats().recovered.checkpoints_rejected > 0);
+    }
+    ASSERT_NO_FATAL_FAILURE(ExpectModel());
+    ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+  }
+};
+
+// Key k = v1 lies in segment 0; compaction relocates it to the tail with
+// its version; then k = v2 is written. Whatever the recovery path, k must
+// read v2: the relocated copy of v1 (lower version, but a lower address
+// than v2 only by luck of ordering) must never win.
+TEST_P(CompactionRegressionTest, CompactedOutputReplayedOutOfOrderDoesNotResurrectOldValue) {
+  ASSERT_NO_FATAL_FAILURE(Put("k"));
+  const Stored v1 = model_["k"];
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(1));
+  ASSERT_NO_FATAL_FAILURE(Put("other"));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  ASSERT_FALSE(HasSegment(*p_, 0));
+  ASSERT_GE(p_->Stats().compaction.records_relocated, 1u);
+  ReadResult r;
+  ASSERT_THAT(p_->Get("k", &r), IsOk());
+  ASSERT_TRUE(r.found);
+  EXPECT_EQ(r.value, v1.value);
+  EXPECT_EQ(r.version, v1.version);
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+  ASSERT_NO_FATAL_FAILURE(Put("k"));
+  const Stored v2 = model_["k"];
+  ASSERT_GT(v2.version, v1.version);
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+  ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+}
+
+// The same with the overwrite landing between the Tick steps of a running
+// compaction, before, during or after the step that relocates k.
+TEST_P(CompactionRegressionTest, OverwriteDuringIncrementalCompactionWins) {
+  o_.compaction_min_step = 300;  // about one record per Tick
+  o_.compaction_work_ratio = 0.01;
+  for (int overwrite_at = 0; overwrite_at < 40; overwrite_at += 3) {
+    SCOPED_TRACE(absl::StrCat("overwrite after ", overwrite_at, " ticks"));
+    p_.reset();
+    other_fs_ = std::make_unique<MemFileSystem>();
+    o_.fs = other_fs_.get();
+    model_.clear();
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_NO_FATAL_FAILURE(Put("f"));
+    }
+    ASSERT_NO_FATAL_FAILURE(Put("k"));  // in the middle of segment 0
+    ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(1, "f"));
+    ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+    ASSERT_THAT(p_->Tick(), IsOk());  // pacing counts writes from here
+    p_->StartCompaction(0.0);
+    int ticks = 0;
+    bool overwritten = false;
+    while (p_->compaction_running() || !overwritten) {
+      if (ticks == overwrite_at || (!p_->compaction_running() && !overwritten)) {
+        ASSERT_NO_FATAL_FAILURE(Put("k"));
+        overwritten = true;
+        ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+      }
+      ASSERT_THAT(p_->Tick(), IsOk());
+      ASSERT_LT(++ticks, 10000);
+    }
+    ASSERT_FALSE(HasSegment(*p_, 0));
+    ASSERT_NO_FATAL_FAILURE(ExpectModel());
+    ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+    ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+  }
+}
+
+// k is put in segment 0 (which stays, mostly live) and deleted in segment
+// 1, which is then compacted on its own. The tombstone must be relocated,
+// not dropped: without it a replay would find k's put in segment 0 and
+// bring k back.
+TEST_P(CompactionRegressionTest, TombstoneKeptWhileOlderSegmentHoldsValue) {
+  ASSERT_NO_FATAL_FAILURE(Put("k"));
+  ASSERT_NO_FATAL_FAILURE(FillUntilActive(1, "live"));  // segment 0: live keys
+  ASSERT_NO_FATAL_FAILURE(Delete("k"));                 // tombstone in 1
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(2));     // segment 1: dead
+  ASSERT_NO_FATAL_FAILURE(Put("other"));
+  ASSERT_LT(p_->DeadRatio(0), 0.5);
+  ASSERT_GE(p_->DeadRatio(1), 0.5);
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  ASSERT_THAT(p_->Compact(0.5), IsOk());
+  ASSERT_TRUE(HasSegment(*p_, 0)) << "segment 0 was below the ratio";
+  ASSERT_FALSE(HasSegment(*p_, 1));
+  EXPECT_EQ(p_->Stats().compaction.tombstones_dropped, 0u);
+  EXPECT_GE(p_->Stats().compaction.records_relocated, 1u) << "the tombstone";
+  ReadResult r;
+  ASSERT_THAT(p_->Get("k", &r), IsOk());
+  EXPECT_FALSE(r.found);
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+  ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+  ASSERT_THAT(p_->Get("k", &r), IsOk());
+  EXPECT_FALSE(r.found) << "the deleted key came back";
+
+  // Compacting everything else, segment 0 included, keeps k deleted; a
+  // later put of k is not hidden by the relocated tombstone.
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  ASSERT_FALSE(HasSegment(*p_, 0));
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+  ASSERT_NO_FATAL_FAILURE(Put("k"));
+  ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+}
+
+// k is put (segment 0, which stays), deleted (segment 1) and put again
+// (segment 2, active). Compacting segment 1 may relocate the old tombstone
+// to the tail, after the newer put: with its lower version it must not
+// delete k on replay, whatever order the records are met in.
+TEST_P(CompactionRegressionTest, RelocatedTombstoneDoesNotDeleteANewerPut) {
+  ASSERT_NO_FATAL_FAILURE(Put("k"));
+  ASSERT_NO_FATAL_FAILURE(FillUntilActive(1, "live"));  // segment 0: live keys
+  ASSERT_NO_FATAL_FAILURE(Delete("k"));                 // tombstone in 1
+  ASSERT_NO_FATAL_FAILURE(Put("k2"));
+  ASSERT_NO_FATAL_FAILURE(Delete("k2"));                // k2 stays deleted
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(2));     // segment 1: dead
+  ASSERT_NO_FATAL_FAILURE(Put("k"));                    // newer put, in 2
+  ASSERT_NO_FATAL_FAILURE(Put("other"));
+  ASSERT_LT(p_->DeadRatio(0), 0.5);
+  ASSERT_GE(p_->DeadRatio(1), 0.5);
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  ASSERT_THAT(p_->Compact(0.5), IsOk());
+  ASSERT_TRUE(HasSegment(*p_, 0));
+  ASSERT_FALSE(HasSegment(*p_, 1));
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+  ASSERT_NO_FATAL_FAILURE(Put("k3"));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+  ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+  // Compacting again (segment 0 too, and the relocated records) keeps it.
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+}
+
+// A tombstone in the oldest segment is no longer needed once that segment
+// goes: compaction drops it, and the key stays deleted.
+TEST_P(CompactionRegressionTest, TombstoneDroppedWhenNoOlderSegment) {
+  ASSERT_NO_FATAL_FAILURE(Put("k"));
+  ASSERT_NO_FATAL_FAILURE(Put("filler"));
+  ASSERT_NO_FATAL_FAILURE(Delete("k"));
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(1));
+  ASSERT_NO_FATAL_FAILURE(Put("other"));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  ASSERT_FALSE(HasSegment(*p_, 0));
+  EXPECT_GE(p_->Stats().compaction.tombstones_dropped, 1u);
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+  ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
+}
+
+// A checkpoint taken while k lives in segment 0 holds index entries into
+// it; after segment 0 is compacted away they point into a deleted file.
+// Recovery must not use them blindly: the index must equal a full replay's.
+TEST_P(CompactionRegressionTest, CheckpointIntoDeletedSegmentIsNotUsedBlindly) {
+  ASSERT_NO_FATAL_FAILURE(Put("k"));       // stays live: relocated
+  ASSERT_NO_FATAL_FAILURE(Put("k2"));      // overwritten after the checkpoint
+  ASSERT_NO_FATAL_FAILURE(Put("k3"));      // deleted after the checkpoint
+  ASSERT_NO_FATAL_FAILURE(Put("k4", 10));  // deleted before it
+  ASSERT_NO_FATAL_FAILURE(Delete("k4"));
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(1));
+  ASSERT_NO_FATAL_FAILURE(Put("k5"));  // in segment 1, at the checkpoint
+  ASSERT_THAT(p_->Checkpoint(), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Put("k2"));
+  ASSERT_NO_FATAL_FAILURE(Delete("k3"));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  ASSERT_THAT(p_->Compact(0.0), IsOk());
+  ASSERT_FALSE(HasSegment(*p_, 0));
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+  // Under kFullReplay and kCheckpointBefore the stale checkpoint is the
+  // newest: recovery has to cope with it.
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_TRUE(p_->Stats().recovered.checkpoint_id.has_value() ||
+              p_->Stats().recovered.checkpoints_rejected > 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  // Writes work and a second reopen agrees.
+  ASSERT_NO_FATAL_FAILURE(Put("k"));
+  ASSERT_NO_FATAL_FAILURE(Put("k6"));
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+}
+
+// The checkpoint's covered address lies inside a segment that compaction
+// removes later: replay must resume at the next segment still there.
+TEST_P(CompactionRegressionTest, CheckpointCoveringPartOfACompactedSegment) {
+  ASSERT_NO_FATAL_FAILURE(FillUntilActive(1, "base"));  // segment 0: all live
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("mid", i)));
+  }
+  ASSERT_THAT(p_->Checkpoint(), IsOk());  // covers part of segment 1
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("late", i)));
+  }
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(2));
+  for (int i = 0; i < 8; i += 2) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("mid", i)));
+  }
+  ASSERT_NO_FATAL_FAILURE(Delete("mid1"));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  ASSERT_GE(p_->DeadRatio(1), 0.5);
+  ASSERT_THAT(p_->Compact(0.5), IsOk());
+  ASSERT_TRUE(HasSegment(*p_, 0));
+  ASSERT_FALSE(HasSegment(*p_, 1));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+  ASSERT_NO_FATAL_FAILURE(Put("after"));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+}
+
+// A checkpoint taken while a compaction is half done.
+TEST_P(CompactionRegressionTest, CheckpointDuringCompaction) {
+  o_.compaction_min_step = 400;
+  o_.compaction_work_ratio = 0.01;
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(3));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  ASSERT_THAT(p_->Tick(), IsOk());
+  p_->StartCompaction(0.0);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+  }
+  ASSERT_TRUE(p_->compaction_running());
+  ASSERT_NO_FATAL_FAILURE(Put("stable2"));
+  ASSERT_THAT(p_->Checkpoint(), IsOk());
+  for (int i = 0; p_->compaction_running(); ++i) {
+    if (i == 5) {
+      ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+    }
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(i, 10000);
+  }
+  ASSERT_FALSE(HasSegment(*p_, 0));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointAfter));
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+}
+
+INSTANTIATE_TEST_SUITE_P(Recoveries, CompactionRegressionTest,
+                         ::testing::Values(Recovery::kFullReplay,
+                                           Recovery::kCheckpointBefore,
+                                           Recovery::kCheckpointBetween,
+                                           Recovery::kCheckpointAfter),
+                         [](const auto& info) { return RecoveryName(info.param); });
+
+// ---------------------------------------------------------------------------
+// A crash at every point of a compaction (KillAfterOps), including after
+// the relocated records were synced but before the MANIFEST dropped the
+// segment, so both copies of them exist.
+
+struct KillScenario {
+  MemFileSystem fs;
+  PartitionOptions o;
+  std::unique_ptr<Partition> p;
+  Dump model;
+  int n = 0;
+
+  absl::Status Open() {
+    p.reset();
+    auto q = Partition::Open(o);
+    if (!q.ok()) return q.status();
+    p = std::move(*q);
+    return absl::OkStatus();
+  }
+  void Put(const std::string& key) {
+    const std::string value = absl::StrCat(key, "=", ++n, std::string(180, 'v'));
+    auto w = p->Put(key, value);
+    ASSERT_THAT(w, IsOk());
+    model[key] = Stored{value, w->version};
+  }
+  // Segment 0: k, a deleted key, filler overwritten; a checkpoint; then
+  // segment 1 active. Compact(0.0) then relocates k and drops the rest.
+  void Setup(bool checkpoint) {
+    o = SmallOptions(&fs);
+    o.checkpoint_interval = absl::ZeroDuration();
+    o.compaction_dead_ratio = 2;
+    ASSERT_THAT(Open(), IsOk());
+    ASSERT_NO_FATAL_FAILURE(Put("k"));
+    ASSERT_NO_FATAL_FAILURE(Put("gone"));
+    ASSERT_THAT(p->Delete("gone"), IsOk());
+    model.erase("gone");
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+    }
+    while (p->Segments().back().id < 1) ASSERT_NO_FATAL_FAILURE(Put("filler"));
+    ASSERT_NO_FATAL_FAILURE(Put("other"));
+    if (checkpoint) {
+      ASSERT_THAT(p->Checkpoint(), IsOk());
+    }
+  }
+};
+
+TEST(CompactionKillTest, CrashAtEveryPointOfACompaction) {
+  for (bool checkpoint : {false, true}) {
+    SCOPED_TRACE(absl::StrCat("checkpoint ", checkpoint));
+    uint64_t total = 0;
+    uint64_t tail_before = 0;
+    {
+      KillScenario s;
+      ASSERT_NO_FATAL_FAILURE(s.Setup(checkpoint));
+      tail_before = s.p->Stats().tail_address;
+      const uint64_t start = s.fs.MutatingOps();
+      ASSERT_THAT(s.p->Compact(0.0), IsOk());
+      total = s.fs.MutatingOps() - start;
+      ASSERT_FALSE(HasSegment(*s.p, 0));
+    }
+    ASSERT_GT(total, 3u);
+    int both_copies = 0;
+    for (uint64_t n = 0; n <= total + 1; ++n) {
+      for (bool keep : {false, true}) {
+        SCOPED_TRACE(absl::StrCat("killed after ", n, " of ", total,
+                                  " operations, keep_unsynced ", keep));
+        KillScenario s;
+        ASSERT_NO_FATAL_FAILURE(s.Setup(checkpoint));
+        s.fs.KillAfterOps(n);
+        const absl::Status compacted = s.p->Compact(0.0);
+        if (n >= total) {
+          EXPECT_THAT(compacted, IsOk());
+        }
+        s.fs.Crash(n * 7 + keep, keep);
+        s.p.reset();
+        ASSERT_THAT(s.Open(), IsOk());
+        if (HasSegment(*s.p, 0) && s.p->Stats().tail_address > tail_before) {
+          ++both_copies;
+        }
+        ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+        // The recovered log goes on: compact again, overwrite k, reopen.
+        ASSERT_THAT(s.p->Compact(0.0), IsOk());
+        ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+        ASSERT_NO_FATAL_FAILURE(s.Put("k"));
+        ASSERT_THAT(s.Open(), IsOk());
+        ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+        ASSERT_THAT(s.p->Checkpoint(), IsOk());
+        ASSERT_NO_FATAL_FAILURE(s.Put("k"));
+        ASSERT_THAT(s.p->Close(), IsOk());
+        s.p.reset();
+        auto full = FullReplayDump(s.o);
+        ASSERT_THAT(full, IsOk());
+        EXPECT_EQ(*full, s.model);
+      }
+    }
+    EXPECT_GT(both_copies, 0)
+        << "no kill point left both the relocated records and segment 0";
+  }
+}
+
+// Regression (a) with both copies: the crash comes after the relocated
+// copy of k = v1 was synced but before the MANIFEST dropped segment 0, so
+// the log holds k = v1 twice, with the same version. k = v2 written after
+// recovery must win over both, through every recovery path.
+TEST(CompactionKillTest, CompactedOutputReplayedOutOfOrderWithBothCopiesDoesNotResurrectOldValue) {
+  uint64_t total = 0;
+  uint64_t tail_before = 0;
+  {
+    KillScenario s;
+    ASSERT_NO_FATAL_FAILURE(s.Setup(/*checkpoint=*/true));
+    tail_before = s.p->Stats().tail_address;
+    const uint64_t start = s.fs.MutatingOps();
+    ASSERT_THAT(s.p->Compact(0.0), IsOk());
+    total = s.fs.MutatingOps() - start;
+  }
+  int found = 0;
+  for (uint64_t n = 0; n < total; ++n) {
+    SCOPED_TRACE(absl::StrCat("killed after ", n, " of ", total, " operations"));
+    KillScenario s;
+    ASSERT_NO_FATAL_FAILURE(s.Setup(/*checkpoint=*/true));
+    const Stored v1 = s.model.at("k");
+    s.fs.KillAfterOps(n);
+    s.p->Compact(0.0).IgnoreError();
+    s.fs.Crash(n, /*keep_unsynced=*/false);
+    s.p.reset();
+    ASSERT_THAT(s.Open(), IsOk());
+    // Only the kill points that left both copies.
+    if (!HasSegment(*s.p, 0) || s.p->Stats().tail_address <= tail_before) continue;
+    ++found;
+    ReadResult r;
+    ASSERT_THAT(s.p->Get("k", &r), IsOk());
+    ASSERT_TRUE(r.found);
+    EXPECT_EQ(r.value, v1.value);
+    EXPECT_EQ(r.version, v1.version);
+    ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+    ASSERT_NO_FATAL_FAILURE(s.Put("k"));  // v2
+    // From the checkpoint taken before the compaction.
+    ASSERT_THAT(s.Open(), IsOk());
+    ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+    // From a checkpoint taken now.
+    ASSERT_THAT(s.p->Checkpoint(), IsOk());
+    ASSERT_NO_FATAL_FAILURE(s.Put("other"));
+    ASSERT_THAT(s.Open(), IsOk());
+    ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+    // After compacting segment 0 again.
+    ASSERT_THAT(s.p->Compact(0.0), IsOk());
+    EXPECT_FALSE(HasSegment(*s.p, 0));
+    ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+    ASSERT_THAT(s.Open(), IsOk());
+    ASSERT_NO_FATAL_FAILURE(ExpectContents(*s.p, s.model));
+    // And from a full replay.
+    ASSERT_THAT(s.p->Close(), IsOk());
+    s.p.reset();
+    auto full = FullReplayDump(s.o);
+    ASSERT_THAT(full, IsOk());
+    EXPECT_EQ(*full, s.model);
+  }
+  EXPECT_GT(found, 0) << "no kill point left both copies of k";
+}
+
+}  // namespace
+}  // namespace segkv::worker

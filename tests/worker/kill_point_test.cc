@@ -1,0 +1,236 @@
+// Kill points: a scenario of writes, checkpoints, overwrites, deletes and a
+// compaction runs once to count its mutating file-system operations, then
+// again on a fresh file system for every n in [0, count], killed after n of
+// them (MemFileSystem::KillAfterOps: every later operation fails, as if the
+// process had died there). The scenario stops at its first error; then the
+// file system crashes (unsynced data lost or torn) and the partition is
+// reopened.
+//
+// Under `always`: every write acknowledged before the kill is there with
+// its value and version; a key holds either its last acknowledged value or
+// that of a write that failed after it (its outcome is unknown); no deleted
+// key comes back and no key that was never written appears. Recovery from
+// whatever checkpoint survived gives the same contents as a full replay.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tests/worker/testing/partition_testing.h"
+#include "worker/mem_fs.h"
+#include "worker/partition.h"
+
+namespace segkv::worker {
+namespace {
+
+using ::segkv::worker::testing::Dump;
+using ::segkv::worker::testing::DumpAll;
+using ::segkv::worker::testing::FullReplayDump;
+using ::segkv::worker::testing::IsOk;
+using ::segkv::worker::testing::SmallOptions;
+
+constexpr char kMissing[] = "<missing>";
+
+struct Acked {
+  std::string value = kMissing;
+  uint64_t version = 0;
+};
+
+// One run of the scenario and what the client learnt from it.
+class ScenarioRun {
+ public:
+  explicit ScenarioRun(uint64_t seed) : rng_(seed) {
+    o_ = SmallOptions(&fs_);
+    o_.checkpoint_interval = absl::ZeroDuration();  // only on demand
+    o_.compaction_dead_ratio = 2;                   // only on demand
+  }
+
+  MemFileSystem& fs() { return fs_; }
+  const PartitionOptions& options() const { return o_; }
+  const std::map<std::string, Acked>& acked() const { return acked_; }
+  const std::map<std::string, std::set<std::string>>& maybe() const { return maybe_; }
+  // Drops the partition object (after a crash its handles are dead).
+  void Abandon() { p_.reset(); }
+
+  // Writes, Checkpoint(), overwrites and deletes, Compact(0.0), more
+  // writes, Checkpoint(), a few writes, Close(). Returns the first error.
+  absl::Status Scenario() {
+    auto p = Partition::Open(o_);
+    if (!p.ok()) return p.status();
+    p_ = std::move(*p);
+    if (absl::Status s = Writes(50, /*delete_one_in=*/0); !s.ok()) return s;
+    if (auto c = p_->Checkpoint(); !c.ok()) return c.status();
+    if (absl::Status s = Writes(60, /*delete_one_in=*/3); !s.ok()) return s;
+    if (absl::Status s = p_->Compact(0.0); !s.ok()) return s;
+    if (absl::Status s = Writes(40, /*delete_one_in=*/5); !s.ok()) return s;
+    if (auto c = p_->Checkpoint(); !c.ok()) return c.status();
+    if (absl::Status s = Writes(10, /*delete_one_in=*/4); !s.ok()) return s;
+    return p_->Close();
+  }
+
+ private:
+  std::string Key() { return absl::StrCat("key", rng_() % 16); }
+  std::string Value(const std::string& key) {
+    const size_t len = rng_() % 3 == 0 ? 150 + rng_() % 300 : 20 + rng_() % 120;
+    std::string v = absl::StrCat(key, "#", ++n_, ":");
+    v.resize(len, static_cast<char>('a' + n_ % 26));
+    return v;
+  }
+
+  // `n` steps, each a single write or (one in five) a batch of 2..6.
+  absl::Status Writes(int n, int delete_one_in) {
+    std::vector<std::string> keys, values;
+    std::vector<WriteOp> ops;
+    std::vector<WriteResult> results;
+    for (int i = 0; i < n; ++i) {
+      const size_t size = rng_() % 5 == 0 ? 2 + rng_() % 5 : 1;
+      keys.clear();
+      values.clear();
+      for (size_t b = 0; b < size; ++b) {
+        keys.push_back(Key());
+        values.push_back(Value(keys.back()));
+      }
+      ops.clear();
+      for (size_t b = 0; b < size; ++b) {
+        const bool del = delete_one_in > 0 && rng_() % delete_one_in == 0;
+        ops.push_back(del ? WriteOp::Delete(keys[b]) : WriteOp::Put(keys[b], values[b]));
+      }
+      const absl::Status s = p_->ApplyBatch(ops, &results);
+      if (results.size() != ops.size()) {
+        return absl::InternalError("ApplyBatch returned too few results");
+      }
+      for (size_t b = 0; b < size; ++b) {
+        const std::string key(ops[b].key);
+        const bool put = ops[b].type == WriteOp::Type::kPut;
+        if (results[b].status.ok()) {
+          acked_[key] = put ? Acked{std::string(ops[b].value), results[b].version}
+                            : Acked{};
+          maybe_.erase(key);
+        } else {
+          maybe_[key].insert(put ? std::string(ops[b].value) : kMissing);
+        }
+      }
+      if (!s.ok()) return s;
+      for (const WriteResult& r : results) {
+        if (!r.status.ok()) return r.status;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  MemFileSystem fs_;
+  PartitionOptions o_;
+  std::unique_ptr<Partition> p_;
+  std::mt19937_64 rng_;
+  int n_ = 0;
+  std::map<std::string, Acked> acked_;
+  std::map<std::string, std::set<std::string>> maybe_;
+};
+
+// Checks the recovered `dump` against what run `r` acknowledged.
+void CheckRecovered(const ScenarioRun& r, const Dump& dump) {
+  for (const auto& [key, stored] : dump) {
+    ASSERT_TRUE(r.acked().contains(key) || r.maybe().contains(key))
+        << key << " was never written but holds \"" << stored.value.substr(0, 20) << "\"";
+  }
+  std::set<std::string> keys;
+  for (const auto& [key, a] : r.acked()) keys.insert(key);
+  for (const auto& [key, m] : r.maybe()) keys.insert(key);
+  for (const std::string& key : keys) {
+    auto it = dump.find(key);
+    const std::string got = it == dump.end() ? kMissing : it->second.value;
+    const uint64_t got_version = it == dump.end() ? 0 : it->second.version;
+    auto a = r.acked().find(key);
+    const Acked want = a == r.acked().end() ? Acked{} : a->second;
+    if (got == want.value) {
+      if (it != dump.end()) {
+        EXPECT_EQ(got_version, want.version) << key;
+      }
+      continue;
+    }
+    auto m = r.maybe().find(key);
+    ASSERT_TRUE(m != r.maybe().end() && m->second.contains(got))
+        << key << " holds \"" << got.substr(0, 20) << "\" (v" << got_version
+        << "); last acknowledged \"" << want.value.substr(0, 20) << "\" (v"
+        << want.version << ")"
+        << (got == kMissing ? ": an acknowledged write was lost"
+                            : ": an older or unknown value came back");
+    if (it != dump.end()) {
+      EXPECT_GT(got_version, want.version) << key << ": version went back";
+    }
+  }
+}
+
+TEST(KillPointTest, EveryKillPointRecoversAcknowledgedWrites) {
+  int runs = 0;
+  for (uint64_t seed : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat("scenario seed ", seed));
+    uint64_t count = 0;
+    {
+      ScenarioRun dry(seed);
+      ASSERT_THAT(dry.Scenario(), IsOk());
+      count = dry.fs().MutatingOps();
+    }
+    ASSERT_GT(count, 100u);
+    int killed_in_open = 0, completed = 0;
+    for (uint64_t n = 0; n <= count; ++n) {
+      for (bool keep : {false, true}) {
+        SCOPED_TRACE(absl::StrCat("killed after ", n, " of ", count,
+                                  " operations, keep_unsynced ", keep));
+        ++runs;
+        ScenarioRun run(seed);
+        run.fs().KillAfterOps(n);
+        const absl::Status s = run.Scenario();
+        if (n == count) {
+          ASSERT_THAT(s, IsOk()) << "the scenario is not deterministic";
+          ++completed;
+        } else {
+          // Every operation of the scenario matters: a failed one must
+          // surface as an error, not be swallowed.
+          EXPECT_FALSE(s.ok()) << "the scenario succeeded although killed";
+          ASSERT_TRUE(run.fs().killed());
+        }
+        if (run.acked().empty() && run.maybe().empty()) ++killed_in_open;
+        run.fs().Crash(seed * 100003 + n * 2 + keep, keep);
+        run.Abandon();
+
+        auto p = Partition::Open(run.options());
+        ASSERT_THAT(p, IsOk());
+        auto dump = DumpAll(**p);
+        ASSERT_THAT(dump, IsOk());
+        ASSERT_NO_FATAL_FAILURE(CheckRecovered(run, *dump));
+        // The recovered partition works: a write, a checkpoint, a reopen.
+        auto w = (*p)->Put("after-recovery", "x");
+        ASSERT_THAT(w, IsOk());
+        (*dump)["after-recovery"] = {"x", w->version};
+        ASSERT_THAT((*p)->Checkpoint(), IsOk());
+        ASSERT_THAT((*p)->Close(), IsOk());
+        p->reset();
+        auto q = Partition::Open(run.options());
+        ASSERT_THAT(q, IsOk());
+        EXPECT_TRUE((*q)->Stats().recovered.checkpoint_id.has_value());
+        auto again = DumpAll(**q);
+        ASSERT_THAT(again, IsOk());
+        EXPECT_EQ(*again, *dump);
+        ASSERT_THAT((*q)->Close(), IsOk());
+        q->reset();
+        // A full replay agrees with recovery from the checkpoint.
+        auto full = FullReplayDump(run.options());
+        ASSERT_THAT(full, IsOk());
+        ASSERT_EQ(*full, *dump);
+      }
+    }
+    EXPECT_GT(killed_in_open, 0);
+    EXPECT_EQ(completed, 2);
+  }
+  EXPECT_GT(runs, 400);
+}
+
+}  // namespace
+}  // namespace segkv::worker
