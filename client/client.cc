@@ -105,6 +105,18 @@ absl::Status Client::Sync() {
   return SEGKV_CALL(v1::SyncResponse, admin_, Sync, req).status();
 }
 
+absl::StatusOr<v1::CheckpointResponse> Client::Checkpoint() {
+  v1::CheckpointRequest req;
+  return SEGKV_CALL(v1::CheckpointResponse, admin_, Checkpoint, req);
+}
+
+absl::StatusOr<v1::CompactResponse> Client::Compact(
+    std::optional<double> min_dead_ratio) {
+  v1::CompactRequest req;
+  if (min_dead_ratio.has_value()) req.set_min_dead_ratio(*min_dead_ratio);
+  return SEGKV_CALL(v1::CompactResponse, admin_, Compact, req);
+}
+
 absl::StatusOr<v1::ListSegmentsResponse> Client::ListSegments(
     std::optional<uint32_t> partition) {
   v1::ListSegmentsRequest req;

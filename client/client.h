@@ -52,6 +52,8 @@ class Client {
 
   absl::StatusOr<v1::StatusResponse> Status();
   absl::Status Sync();
+  absl::StatusOr<v1::CheckpointResponse> Checkpoint();
+  absl::StatusOr<v1::CompactResponse> Compact(std::optional<double> min_dead_ratio);
   absl::StatusOr<v1::ListSegmentsResponse> ListSegments(
       std::optional<uint32_t> partition = std::nullopt);
 

@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/client.h"
 
@@ -40,6 +41,9 @@ ABSL_FLAG(std::string, prefix, "", "scan: only keys starting with this");
 ABSL_FLAG(uint64_t, limit, 0, "scan: stop after this many items (0 = all)");
 ABSL_FLAG(std::optional<uint32_t>, partition, std::nullopt,
           "segments: only this partition");
+ABSL_FLAG(std::optional<double>, min_dead_ratio, std::nullopt,
+          "compact: segments at least this dead (default: the server's "
+          "--compaction_dead_ratio; 0 = any dead byte)");
 
 namespace segkv::client {
 namespace {
@@ -57,7 +61,9 @@ constexpr char kUsage[] =
     "  scan [--prefix=P] [--limit=N]\n"
     "  status\n"
     "  segments [--partition=N]\n"
-    "  sync";
+    "  sync\n"
+    "  checkpoint   (run with a --timeout long enough to write the index)\n"
+    "  compact [--min_dead_ratio=R]";
 
 enum class Format { kTable, kJson };
 
@@ -322,17 +328,39 @@ absl::Status CmdStatus(Client& c, const Invocation& inv, std::ostream& out) {
                          .Uint("synced_address", p.synced_address())
                          .Uint("syncs", p.syncs())
                          .Uint("recovered_records", p.recovered_records())
-                         .Double("recovery_seconds", p.recovery_seconds()));
+                         .Double("recovery_seconds", p.recovery_seconds())
+                         .Uint("recovered_from_checkpoint", p.recovered_from_checkpoint())
+                         .Uint("checkpoints_rejected", p.checkpoints_rejected())
+                         .Uint("last_checkpoint_id", p.last_checkpoint_id())
+                         .Uint("last_checkpoint_covered_address",
+                               p.last_checkpoint_covered_address())
+                         .Int("last_checkpoint_unix_ms", p.last_checkpoint_unix_ms())
+                         .Double("last_checkpoint_copy_ms", p.last_checkpoint_copy_ms())
+                         .Uint("checkpoints_taken", p.checkpoints_taken())
+                         .Uint("checkpoints_failed", p.checkpoints_failed())
+                         .Str("checkpoint_error", p.checkpoint_error())
+                         .Double("dead_ratio", p.dead_ratio())
+                         .Double("max_segment_dead_ratio", p.max_segment_dead_ratio())
+                         .Uint("segments_compacted", p.segments_compacted())
+                         .Uint("bytes_reclaimed", p.bytes_reclaimed())
+                         .Str("compaction_error", p.compaction_error()));
     }
     out << JsonArray(objs) << "\n";
   } else {
     Table t({"PARTITION", "KEYS", "LIVE_BYTES", "DEAD_BYTES", "SEGMENTS",
-             "QUEUE_DEPTH", "DURABILITY", "ERROR"});
+             "QUEUE_DEPTH", "DURABILITY", "CHECKPOINT", "RECOVERED_FROM",
+             "RECLAIMED", "ERROR"});
     for (const v1::PartitionStatus& p : r->partitions()) {
       t.AddRow({absl::StrCat(p.partition()), absl::StrCat(p.keys()),
                 absl::StrCat(p.live_bytes()), absl::StrCat(p.dead_bytes()),
                 absl::StrCat(p.segments()), absl::StrCat(p.queue_depth()),
-                p.durability(), p.error().empty() ? "-" : p.error()});
+                p.durability(),
+                p.last_checkpoint_id() == 0 ? "-" : absl::StrCat(p.last_checkpoint_id()),
+                p.recovered_from_checkpoint() == 0
+                    ? "replay"
+                    : absl::StrCat("checkpoint ", p.recovered_from_checkpoint()),
+                absl::StrCat(p.bytes_reclaimed()),
+                p.error().empty() ? "-" : p.error()});
     }
     t.Print(out);
   }
@@ -354,18 +382,22 @@ absl::Status CmdSegments(Client& c, const Invocation& inv, std::ostream& out) {
                          .Uint("end_address", s.end_address())
                          .Uint("bytes", s.bytes())
                          .Uint("live_bytes", s.live_bytes())
+                         .Uint("tombstone_bytes", s.tombstone_bytes())
+                         .Double("dead_ratio", s.dead_ratio())
                          .Int("created_unix_ms", s.created_unix_ms())
                          .Int("sealed_unix_ms", s.sealed_unix_ms()));
     }
     out << JsonArray(objs) << "\n";
   } else {
     Table t({"PARTITION", "ID", "SEALED", "FIRST_ADDRESS", "END_ADDRESS",
-             "BYTES", "LIVE_BYTES", "CREATED", "SEALED_AT"});
+             "BYTES", "LIVE_BYTES", "DEAD_RATIO", "CREATED", "SEALED_AT"});
     for (const v1::Segment& s : r->segments()) {
       t.AddRow({absl::StrCat(s.partition()), absl::StrCat(s.id()),
                 CellBool(s.sealed()), absl::StrCat(s.first_address()),
                 absl::StrCat(s.end_address()), absl::StrCat(s.bytes()),
-                absl::StrCat(s.live_bytes()), CellTime(s.created_unix_ms()),
+                absl::StrCat(s.live_bytes()),
+                s.sealed() ? absl::StrFormat("%.3f", s.dead_ratio()) : "-",
+                CellTime(s.created_unix_ms()),
                 CellTime(s.sealed_unix_ms())});
     }
     t.Print(out);
@@ -384,6 +416,59 @@ absl::Status CmdSync(Client& c, const Invocation& inv, std::ostream& out) {
   return absl::OkStatus();
 }
 
+absl::Status CmdCheckpoint(Client& c, const Invocation& inv, std::ostream& out) {
+  absl::StatusOr<v1::CheckpointResponse> r = c.Checkpoint();
+  if (!r.ok()) return r.status();
+  if (inv.format == Format::kJson) {
+    std::vector<JsonObject> objs;
+    for (const v1::PartitionCheckpoint& p : r->partitions()) {
+      objs.push_back(JsonObject()
+                         .Uint("partition", p.partition())
+                         .Uint("id", p.id())
+                         .Uint("covered_address", p.covered_address())
+                         .Uint("bytes", p.bytes())
+                         .Double("copy_ms", p.copy_ms())
+                         .Double("write_seconds", p.write_seconds()));
+    }
+    out << JsonArray(objs) << "\n";
+  } else {
+    Table t({"PARTITION", "CHECKPOINT", "COVERED_ADDRESS", "BYTES", "COPY_MS",
+             "WRITE_SECONDS"});
+    for (const v1::PartitionCheckpoint& p : r->partitions()) {
+      t.AddRow({absl::StrCat(p.partition()), absl::StrCat(p.id()),
+                absl::StrCat(p.covered_address()), absl::StrCat(p.bytes()),
+                absl::StrFormat("%.2f", p.copy_ms()),
+                absl::StrFormat("%.3f", p.write_seconds())});
+    }
+    t.Print(out);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CmdCompact(Client& c, const Invocation& inv, std::ostream& out) {
+  absl::StatusOr<v1::CompactResponse> r = c.Compact(absl::GetFlag(FLAGS_min_dead_ratio));
+  if (!r.ok()) return r.status();
+  if (inv.format == Format::kJson) {
+    std::vector<JsonObject> objs;
+    for (const v1::PartitionCompaction& p : r->partitions()) {
+      objs.push_back(JsonObject()
+                         .Uint("partition", p.partition())
+                         .Uint("segments_compacted", p.segments_compacted())
+                         .Uint("bytes_reclaimed", p.bytes_reclaimed())
+                         .Uint("records_relocated", p.records_relocated()));
+    }
+    out << JsonArray(objs) << "\n";
+  } else {
+    Table t({"PARTITION", "SEGMENTS_COMPACTED", "BYTES_RECLAIMED", "RECORDS_RELOCATED"});
+    for (const v1::PartitionCompaction& p : r->partitions()) {
+      t.AddRow({absl::StrCat(p.partition()), absl::StrCat(p.segments_compacted()),
+                absl::StrCat(p.bytes_reclaimed()), absl::StrCat(p.records_relocated())});
+    }
+    t.Print(out);
+  }
+  return absl::OkStatus();
+}
+
 struct CommandSpec {
   const char* name;
   size_t nargs;
@@ -394,7 +479,8 @@ constexpr CommandSpec kCommands[] = {
     {"put", 2, CmdPut},       {"get", 1, CmdGet},
     {"del", 1, CmdDel},       {"scan", 0, CmdScan},
     {"status", 0, CmdStatus}, {"segments", 0, CmdSegments},
-    {"sync", 0, CmdSync},
+    {"sync", 0, CmdSync},     {"checkpoint", 0, CmdCheckpoint},
+    {"compact", 0, CmdCompact},
 };
 
 // ---------------------------------------------------------------------------

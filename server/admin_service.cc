@@ -1,7 +1,9 @@
 #include "server/admin_service.h"
 
+#include <algorithm>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -20,16 +22,21 @@ using worker::Partition;
 class FanOut : public FanOutCall {
  public:
   using Fn = std::function<absl::Status(Partition&, worker::Worker&)>;
+  // For work that spans batches: called after each of the worker's ticks
+  // until it returns a status, which ends the part.
+  using PollFn =
+      std::function<std::optional<absl::Status>(Partition&, worker::Worker&)>;
 
   static grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* ctx,
                                          Frontend* fe, Fn fn,
-                                         std::function<void()> finish = nullptr) {
+                                         std::function<void()> finish = nullptr,
+                                         PollFn poll = nullptr) {
     if (absl::Status s = fe->CheckAccepting(); !s.ok()) {
       auto* reactor = ctx->DefaultReactor();
       reactor->Finish(ToGrpc(s));
       return reactor;
     }
-    auto* f = new FanOut(ctx, std::move(fn), std::move(finish));
+    auto* f = new FanOut(ctx, std::move(fn), std::move(finish), std::move(poll));
     std::vector<std::unique_ptr<Part>> parts;
     for (uint32_t p = 0; p < fe->partitions(); ++p) {
       parts.push_back(std::make_unique<Part>(f, fe->worker(p)));
@@ -39,10 +46,26 @@ class FanOut : public FanOutCall {
 
   class Part : public worker::Request {
    public:
-    Part(FanOut* f, worker::Worker* w) : f_(f), w_(w) { deadline = f->deadline; }
+    Part(FanOut* f, worker::Worker* w) : f_(f), w_(w) {
+      deadline = f->deadline;
+      polls = f->poll_ != nullptr;
+    }
     void Run(Partition& p) override {
-      f_->PartDone(f_->fn_(p, *w_));
+      absl::Status s = f_->fn_(p, *w_);
+      if (!polls) {
+        f_->PartDone(s);
+        delete this;
+      } else if (!s.ok()) {
+        failed_ = s;  // ends at the first Poll()
+      }
+    }
+    bool Poll(Partition& p) override {
+      std::optional<absl::Status> s = failed_;
+      if (!s.has_value()) s = f_->poll_(p, *w_);
+      if (!s.has_value()) return false;
+      f_->PartDone(*s);
       delete this;
+      return true;
     }
     void Abort(const absl::Status& s) override {
       f_->PartDone(s);
@@ -52,12 +75,14 @@ class FanOut : public FanOutCall {
    private:
     FanOut* const f_;
     worker::Worker* const w_;
+    std::optional<absl::Status> failed_;
   };
 
  private:
-  FanOut(grpc::CallbackServerContext* ctx, Fn fn, std::function<void()> finish)
+  FanOut(grpc::CallbackServerContext* ctx, Fn fn, std::function<void()> finish,
+         PollFn poll)
       : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)),
-        fn_(std::move(fn)), finish_(std::move(finish)) {}
+        fn_(std::move(fn)), finish_(std::move(finish)), poll_(std::move(poll)) {}
 
   void BeforeFinish() override {
     if (finish_ != nullptr) finish_();
@@ -65,6 +90,7 @@ class FanOut : public FanOutCall {
 
   const Fn fn_;
   const std::function<void()> finish_;
+  const PollFn poll_;
 };
 
 }  // namespace
@@ -94,8 +120,115 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* ctx,
     out->set_recovered_records(st.recovery.records);
     out->set_recovery_seconds(st.recovery_seconds);
     out->set_error(st.error);
+    out->set_recovered_from_checkpoint(st.recovered.checkpoint_id.value_or(0));
+    out->set_recovery_start_address(st.recovered.start_address);
+    out->set_checkpoints_rejected(st.recovered.checkpoints_rejected);
+    if (st.checkpoints.last.has_value()) {
+      const worker::CheckpointInfo& c = *st.checkpoints.last;
+      out->set_last_checkpoint_id(c.id);
+      out->set_last_checkpoint_covered_address(c.covered_address);
+      out->set_last_checkpoint_unix_ms(c.created_ms);
+      out->set_last_checkpoint_bytes(c.file_size);
+    }
+    out->set_last_checkpoint_copy_ms(st.checkpoints.last_copy_ms);
+    out->set_last_checkpoint_write_seconds(st.checkpoints.last_write_seconds);
+    out->set_checkpoints_taken(st.checkpoints.taken);
+    out->set_checkpoints_failed(st.checkpoints.failed);
+    out->set_checkpoint_error(st.checkpoints.last_error);
+    out->set_checkpoint_running(p.checkpoint_running());
+    const uint64_t total = st.live_bytes + st.dead_bytes;
+    out->set_dead_ratio(total == 0 ? 0.0
+                                   : static_cast<double>(st.dead_bytes) /
+                                         static_cast<double>(total));
+    double max_ratio = 0;
+    for (const worker::SegmentInfo& s : p.Segments()) {
+      if (s.sealed) max_ratio = std::max(max_ratio, p.DeadRatio(s.id));
+    }
+    out->set_max_segment_dead_ratio(max_ratio);
+    out->set_segments_compacted(st.compaction.segments_compacted);
+    out->set_bytes_reclaimed(st.compaction.bytes_reclaimed);
+    out->set_records_relocated(st.compaction.records_relocated);
+    out->set_tombstones_dropped(st.compaction.tombstones_dropped);
+    if (st.compaction.current.has_value()) {
+      out->set_compacting_segment(*st.compaction.current);
+    }
+    out->set_compaction_error(st.compaction.last_error);
     return absl::OkStatus();
   });
+}
+
+grpc::ServerUnaryReactor* AdminService::Checkpoint(
+    grpc::CallbackServerContext* ctx, const v1::CheckpointRequest* req,
+    v1::CheckpointResponse* resp) {
+  for (uint32_t p = 0; p < fe_->partitions(); ++p) resp->add_partitions();
+  // Per partition: whether this call's own checkpoint has been started. A
+  // checkpoint already running may have copied the index before the call
+  // came: wait for it, then take one that surely covers the call.
+  auto started = std::make_shared<std::vector<char>>(fe_->partitions(), 0);
+  return FanOut::Start(
+      ctx, fe_, [](Partition&, worker::Worker&) { return absl::OkStatus(); },
+      nullptr,
+      [started, resp](Partition& p,
+                      worker::Worker& w) -> std::optional<absl::Status> {
+        if (p.checkpoint_running()) return std::nullopt;
+        if (!(*started)[w.id()]) {
+          (*started)[w.id()] = 1;
+          if (absl::Status s = p.StartCheckpoint(); !s.ok()) return s;
+          return std::nullopt;
+        }
+        if (!p.last_checkpoint_status().ok()) return p.last_checkpoint_status();
+        const worker::PartitionStats st = p.Stats();
+        v1::PartitionCheckpoint* out = resp->mutable_partitions(w.id());
+        out->set_partition(w.id());
+        if (st.checkpoints.last.has_value()) {
+          out->set_id(st.checkpoints.last->id);
+          out->set_covered_address(st.checkpoints.last->covered_address);
+          out->set_bytes(st.checkpoints.last->file_size);
+        }
+        out->set_copy_ms(st.checkpoints.last_copy_ms);
+        out->set_write_seconds(st.checkpoints.last_write_seconds);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::Compact(grpc::CallbackServerContext* ctx,
+                                                const v1::CompactRequest* req,
+                                                v1::CompactResponse* resp) {
+  if (req->has_min_dead_ratio() &&
+      !(req->min_dead_ratio() >= 0 && req->min_dead_ratio() <= 1)) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpc(absl::InvalidArgumentError(absl::StrCat(
+        "min_dead_ratio ", req->min_dead_ratio(), " is not in [0, 1]"))));
+    return reactor;
+  }
+  for (uint32_t p = 0; p < fe_->partitions(); ++p) resp->add_partitions();
+  auto before = std::make_shared<std::vector<worker::CompactionStats>>(fe_->partitions());
+  const std::optional<double> ratio =
+      req->has_min_dead_ratio() ? std::optional<double>(req->min_dead_ratio())
+                                : std::nullopt;
+  return FanOut::Start(
+      ctx, fe_,
+      [before, ratio](Partition& p, worker::Worker& w) {
+        (*before)[w.id()] = p.Stats().compaction;
+        p.StartCompaction(ratio.value_or(p.options().compaction_dead_ratio));
+        return absl::OkStatus();
+      },
+      nullptr,
+      [before, resp](Partition& p,
+                     worker::Worker& w) -> std::optional<absl::Status> {
+        if (p.compaction_running() && p.Stats().error.empty()) return std::nullopt;
+        const worker::CompactionStats now = p.Stats().compaction;
+        const worker::CompactionStats& then = (*before)[w.id()];
+        v1::PartitionCompaction* out = resp->mutable_partitions(w.id());
+        out->set_partition(w.id());
+        out->set_segments_compacted(now.segments_compacted - then.segments_compacted);
+        out->set_bytes_reclaimed(now.bytes_reclaimed - then.bytes_reclaimed);
+        out->set_records_relocated(now.records_relocated - then.records_relocated);
+        if (!p.Stats().error.empty()) {
+          return absl::UnavailableError(p.Stats().error);
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminService::Sync(grpc::CallbackServerContext* ctx,
@@ -134,9 +267,11 @@ grpc::ServerUnaryReactor* AdminService::ListSegments(
           if (s.id < usage.size()) {
             seg.set_bytes(usage[s.id].total_bytes);
             seg.set_live_bytes(usage[s.id].live_bytes);
+            seg.set_tombstone_bytes(usage[s.id].tombstone_bytes);
           }
           seg.set_created_unix_ms(s.created_ms);
           seg.set_sealed_unix_ms(s.sealed_ms);
+          if (s.sealed) seg.set_dead_ratio(p.DeadRatio(s.id));
         }
         return absl::OkStatus();
       },

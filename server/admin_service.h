@@ -1,4 +1,5 @@
-// The segkv.v1.Admin service: Status, Sync and ListSegments, each fanned out
+// The segkv.v1.Admin service: Status, Sync, ListSegments, Checkpoint and
+// Compact, each fanned out
 // to every worker (a partition is only ever touched by its worker).
 #ifndef SEGKV_SERVER_ADMIN_SERVICE_H_
 #define SEGKV_SERVER_ADMIN_SERVICE_H_
@@ -23,6 +24,12 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* ListSegments(
       grpc::CallbackServerContext* ctx, const v1::ListSegmentsRequest* req,
       v1::ListSegmentsResponse* resp) override;
+  grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* ctx,
+                                       const v1::CheckpointRequest* req,
+                                       v1::CheckpointResponse* resp) override;
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
+                                    const v1::CompactRequest* req,
+                                    v1::CompactResponse* resp) override;
 
  private:
   Frontend* const fe_;

@@ -27,6 +27,10 @@ ABSL_FLAG(uint64_t, queue_depth, 4096, "requests each worker queue holds; more g
 ABSL_FLAG(uint64_t, max_batch, 10000, "ops per BatchWrite / keys per BatchGet");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "largest gRPC message, bytes");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30), "gRPC keepalive ping interval");
+ABSL_FLAG(absl::Duration, checkpoint_interval, absl::Seconds(60), "index checkpoint period per partition (0: only on Admin.Checkpoint)");
+ABSL_FLAG(uint64_t, checkpoints_to_keep, 2, "index checkpoints kept per partition (>= 1)");
+ABSL_FLAG(double, compaction_dead_ratio, 0.5, "compact a sealed segment once this fraction of it is dead (above 1: only on Admin.Compact)");
+ABSL_FLAG(double, compaction_work_ratio, 1.0, "compaction bytes scanned per byte written while busy (idle: unbounded)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "time in-flight requests get on SIGTERM");
 
 int main(int argc, char** argv) {
@@ -61,6 +65,19 @@ int main(int argc, char** argv) {
   o.partition.segment_size = absl::GetFlag(FLAGS_segment_size);
   o.partition.max_value_size = absl::GetFlag(FLAGS_max_value_size);
   o.partition.write_buffer_size = absl::GetFlag(FLAGS_write_buffer_size);
+  o.partition.checkpoint_interval = absl::GetFlag(FLAGS_checkpoint_interval);
+  o.partition.checkpoints_to_keep = absl::GetFlag(FLAGS_checkpoints_to_keep);
+  o.partition.compaction_dead_ratio = absl::GetFlag(FLAGS_compaction_dead_ratio);
+  o.partition.compaction_work_ratio = absl::GetFlag(FLAGS_compaction_work_ratio);
+  if (o.partition.checkpoint_interval < absl::ZeroDuration() ||
+      o.partition.checkpoints_to_keep < 1 ||
+      !(o.partition.compaction_dead_ratio >= 0) ||
+      !(o.partition.compaction_work_ratio > 0)) {
+    std::fprintf(stderr,
+                 "segkvd: --checkpoint_interval must be >= 0, --checkpoints_to_keep >= 1, "
+                 "--compaction_dead_ratio >= 0 and --compaction_work_ratio > 0\n");
+    return 2;
+  }
   o.queue_depth = absl::GetFlag(FLAGS_queue_depth);
   o.limits.max_value_size = absl::GetFlag(FLAGS_max_value_size);
   o.limits.max_batch = absl::GetFlag(FLAGS_max_batch);
