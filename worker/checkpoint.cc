@@ -86,7 +86,8 @@ uint32_t SealCheckpoint(char* file, uint64_t size) {
 }
 
 absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
-                                                 absl::string_view path) {
+                                                 absl::string_view path,
+                                                 bool check_body) {
   auto corrupt = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("checkpoint ", path, ": ", why));
   };
@@ -127,11 +128,13 @@ absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
                                 " bytes, which does not match its header"));
   }
   const uint64_t body = data.size() - kCheckpointHeaderSize - kTrailerSize;
-  c.body_crc = crc32c::Value(p + kCheckpointHeaderSize, body);
-  if (c.body_crc != DecodeFixed32(p + data.size() - kTrailerSize)) {
-    return corrupt("body CRC mismatch");
+  c.stored_crc = DecodeFixed32(p + data.size() - kTrailerSize);
+  if (check_body) {
+    c.body_crc = crc32c::Value(p + kCheckpointHeaderSize, body);
+    if (c.body_crc != c.stored_crc) return corrupt("body CRC mismatch");
   }
   c.image = data.substr(kCheckpointHeaderSize, image_bytes);
+  c.usage_bytes = data.substr(kCheckpointHeaderSize + image_bytes, body - image_bytes);
   const char* u = p + kCheckpointHeaderSize + image_bytes;
   c.usage.resize(h.usage_count);
   for (SegmentUsage& e : c.usage) {

@@ -58,13 +58,20 @@ uint32_t SealCheckpoint(char* file, uint64_t size);
 struct LoadedCheckpoint {
   CheckpointHeader header;
   absl::string_view image;           // into the caller's data
+  absl::string_view usage_bytes;     // the encoded usage table, after image
   std::vector<SegmentUsage> usage;
-  uint32_t body_crc = 0;
+  uint32_t body_crc = 0;    // computed (0 if the body was not checked)
+  uint32_t stored_crc = 0;  // the trailer's
 };
 // Errors: DATA_LOSS naming `path` for any damage or size mismatch;
 // FAILED_PRECONDITION for an unknown format version.
+// Without `check_body`, the body CRC is left to the caller, who must
+// compute crc32c(image + usage_bytes) and compare it with stored_crc
+// before trusting anything but the header (Partition does it while
+// HashIndex::LoadImage copies the image, to read it once).
 absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
-                                                 absl::string_view path);
+                                                 absl::string_view path,
+                                                 bool check_body = true);
 
 // Memory for a checkpoint that is mapped and touched up front, so the copy
 // the worker makes into it does not pay page faults. Not copyable.

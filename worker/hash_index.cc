@@ -5,17 +5,22 @@
 #include <cstring>
 #include <new>
 
+#include <sys/mman.h>
+
 #include "absl/strings/str_cat.h"
+#include "worker/crc32c.h"
 
 namespace segkv::worker {
 
-void HashIndex::ChunkDeleter::operator()(void* p) const { std::free(p); }
+void HashIndex::ChunkDeleter::operator()(void* p) const { ::munmap(p, kChunkBytes); }
 
-void* HashIndex::AllocZeroed(size_t bytes) {
-  void* p = std::aligned_alloc(64, bytes);
-  if (p == nullptr) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
-  return p;
+void* HashIndex::AllocChunk() {
+  static_assert(kChunkBuckets * sizeof(Bucket) == kChunkBytes);
+  static_assert(kChunkNodes * sizeof(Node) == kChunkBytes);
+  void* p = ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return p;  // anonymous memory is zero
 }
 
 HashIndex::HashIndex() { Clear(); }
@@ -29,7 +34,7 @@ void HashIndex::Clear() {
   level_ = kInitialLevel;
   split_ = 0;
   num_buckets_ = uint64_t{1} << kInitialLevel;
-  chunks_.emplace_back(static_cast<Bucket*>(AllocZeroed(kChunkBuckets * sizeof(Bucket))));
+  chunks_.emplace_back(static_cast<Bucket*>(AllocChunk()));
   low_mask_ = (uint64_t{1} << level_) - 1;
   high_mask_ = (uint64_t{1} << (level_ + 1)) - 1;
 }
@@ -52,7 +57,7 @@ uint32_t HashIndex::AllocNode() {
     return ref;
   }
   if ((nodes_used_ & (kChunkNodes - 1)) == 0) {
-    node_chunks_.emplace_back(static_cast<Node*>(AllocZeroed(kChunkNodes * sizeof(Node))));
+    node_chunks_.emplace_back(static_cast<Node*>(AllocChunk()));
   }
   return static_cast<uint32_t>(++nodes_used_);
 }
@@ -116,7 +121,7 @@ void HashIndex::SplitOne() {
   const uint64_t to = split_ + (uint64_t{1} << level_);
   const uint32_t bit = uint32_t{1} << level_;
   if ((to >> kChunkBits) >= chunks_.size()) {
-    chunks_.emplace_back(static_cast<Bucket*>(AllocZeroed(kChunkBuckets * sizeof(Bucket))));
+    chunks_.emplace_back(static_cast<Bucket*>(AllocChunk()));
   }
 
   // Take every entry out of the chain being split, freeing its nodes, then
@@ -180,7 +185,8 @@ void HashIndex::CopyImage(char* out) const {
   }
 }
 
-absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image) {
+absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
+                                  uint64_t address_limit, uint32_t* crc) {
   auto bad = [](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("index image: ", why));
   };
@@ -197,48 +203,73 @@ absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image) {
                           g.free_nodes * sizeof(uint32_t)) {
     return bad("size does not match the geometry");
   }
-  std::vector<Chunk> chunks;
-  std::vector<NodeChunk> node_chunks;
   const char* in = image.data();
+  // CRC, then copy (the source is now in cache), then check the copy (now
+  // in cache too), one chunk at a time.
+  auto take = [&](void* dst, size_t n) {
+    if (crc != nullptr) *crc = crc32c::Extend(*crc, in, n);
+    std::memcpy(dst, in, n);
+    in += n;
+  };
+  std::vector<Chunk> chunks;
+  uint64_t count = 0;
+  bool beyond = false;
+  std::vector<uint64_t> chained_buckets;  // buckets with an overflow chain
   for (uint64_t i = 0; i < g.num_buckets; i += kChunkBuckets) {
-    chunks.emplace_back(static_cast<Bucket*>(AllocZeroed(kChunkBuckets * sizeof(Bucket))));
+    chunks.emplace_back(static_cast<Bucket*>(AllocChunk()));
+    Bucket* chunk = chunks.back().get();
     const uint64_t n = std::min(kChunkBuckets, g.num_buckets - i);
-    std::memcpy(static_cast<void*>(chunks.back().get()), in, n * sizeof(Bucket));
-    in += n * sizeof(Bucket);
+    take(chunk, n * sizeof(Bucket));
+    for (uint64_t j = 0; j < n; ++j) {
+      const Bucket& b = chunk[j];
+      for (int s = 0; s < kSlots; ++s) {
+        const uint64_t a = b.address(s);
+        count += a != 0;
+        beyond |= a >= address_limit;
+      }
+      if (b.overflow != 0) chained_buckets.push_back(i + j);
+    }
   }
+  std::vector<NodeChunk> node_chunks;
   for (uint64_t i = 0; i < g.nodes_used; i += kChunkNodes) {
-    node_chunks.emplace_back(static_cast<Node*>(AllocZeroed(kChunkNodes * sizeof(Node))));
-    const uint64_t n = std::min(kChunkNodes, g.nodes_used - i);
-    std::memcpy(static_cast<void*>(node_chunks.back().get()), in, n * sizeof(Node));
-    in += n * sizeof(Node);
+    node_chunks.emplace_back(static_cast<Node*>(AllocChunk()));
+    take(node_chunks.back().get(), std::min(kChunkNodes, g.nodes_used - i) * sizeof(Node));
   }
   std::vector<uint32_t> free(g.free_nodes);
-  if (g.free_nodes > 0) std::memcpy(free.data(), in, g.free_nodes * sizeof(uint32_t));
+  if (g.free_nodes > 0) take(free.data(), g.free_nodes * sizeof(uint32_t));
+  // Every node must be on exactly one chain or on the free list, and every
+  // chain must stay inside the node pool and end; count the entries while
+  // walking them.
+  std::vector<bool> owned(g.nodes_used + 1);
   for (uint32_t ref : free) {
     if (ref == 0 || ref > g.nodes_used) return bad("free list names a missing node");
+    if (owned[ref]) return bad(absl::StrCat("free list names node ", ref, " twice"));
+    owned[ref] = true;
   }
-  // Every chain must stay inside the node pool and end; count the entries
-  // while walking them.
   auto node = [&](uint32_t ref) {
     const uint64_t i = ref - 1;
     return &node_chunks[i >> kNodeChunkBits][i & (kChunkNodes - 1)];
   };
-  uint64_t count = 0, chained = 0;
-  for (uint64_t i = 0; i < g.num_buckets; ++i) {
+  uint64_t chained = 0;
+  for (uint64_t i : chained_buckets) {
     const Bucket* b = &chunks[i >> kChunkBits][i & (kChunkBuckets - 1)];
-    for (int s = 0; s < kSlots; ++s) count += b->address(s) != 0;
-    uint64_t steps = 0;
     for (uint32_t ref = b->overflow; ref != 0; ref = node(ref)->next) {
-      if (ref > g.nodes_used || ++steps > g.nodes_used) {
+      if (ref > g.nodes_used || owned[ref]) {
         return bad(absl::StrCat("bucket ", i, " has a broken overflow chain"));
       }
-      count += node(ref)->address() != 0;
+      owned[ref] = true;
+      const uint64_t a = node(ref)->address();
+      count += a != 0;
+      beyond |= a >= address_limit;
       ++chained;
     }
   }
   if (count != g.count) return bad("entry count does not match the buckets");
   if (chained + g.free_nodes != g.nodes_used) {
     return bad("overflow nodes are neither chained nor free exactly once");
+  }
+  if (beyond) {
+    return bad(absl::StrCat("an entry points at or past address ", address_limit));
   }
   chunks_ = std::move(chunks);
   if (chunks_.empty()) return bad("no buckets");

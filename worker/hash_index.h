@@ -167,9 +167,13 @@ class HashIndex {
   // Writes the image to out[0, ImageSize()).
   void CopyImage(char* out) const;
   // Replaces the contents with an image CopyImage wrote under `g`.
-  // DATA_LOSS if the image does not fit the geometry or references nodes
-  // that do not exist (the caller has already checked its CRC).
-  absl::Status LoadImage(const Geometry& g, absl::string_view image);
+  // DATA_LOSS if the image does not fit the geometry, references nodes that
+  // do not exist, or holds an address >= `address_limit`; the index is then
+  // left as it was. In one pass over the image, chunk by chunk while it is
+  // in cache: extends *crc (if given) over the image bytes, copies them and
+  // checks them, so a large image is read from memory once.
+  absl::Status LoadImage(const Geometry& g, absl::string_view image,
+                         uint64_t address_limit = UINT64_MAX, uint32_t* crc = nullptr);
 
   uint64_t size() const { return count_; }
   uint64_t num_buckets() const { return num_buckets_; }
@@ -186,6 +190,7 @@ class HashIndex {
   static constexpr uint64_t kChunkBuckets = uint64_t{1} << kChunkBits;
   static constexpr int kNodeChunkBits = 16;  // 64 Ki nodes = 1 MiB per chunk
   static constexpr uint64_t kChunkNodes = uint64_t{1} << kNodeChunkBits;
+  static constexpr size_t kChunkBytes = size_t{1} << 20;
   static constexpr int kInitialLevel = 4;
   static constexpr int kMaxLevel = 32;  // all fingerprint bits in use
 
@@ -209,7 +214,10 @@ class HashIndex {
   }
   Bucket* Home(uint32_t fp) const { return BucketAt(HomeIndex(fp)); }
 
-  static void* AllocZeroed(size_t bytes);
+  // A zeroed kChunkBytes chunk, mapped and populated up front: under
+  // virtualisation a first touch per page costs microseconds, which would
+  // otherwise land on whichever request or restart touches it first.
+  static void* AllocChunk();
   uint32_t AllocNode();
   // Places an entry in bucket `index`'s chain without touching count_.
   void Place(uint64_t index, uint32_t fp, uint64_t address);

@@ -64,14 +64,20 @@ struct PartitionOptions {
   // if the log has grown since the last; zero: only on demand.
   absl::Duration checkpoint_interval = absl::Seconds(60);
   size_t checkpoints_to_keep = 2;  // at least 1
+  // Close() takes a checkpoint if the log grew since the last one, so the
+  // next open replays nothing (a failure is logged; Close goes on).
+  bool checkpoint_on_close = true;
   // Compaction: Tick() compacts a sealed segment once this fraction of its
   // bytes is dead (overwritten, deleted, or a tombstone no older segment
   // needs). Above 1: never on its own (Compact() still works).
   double compaction_dead_ratio = 0.5;
-  // Foreground-first pacing: each Tick() scans at most this many bytes of
-  // the segment being compacted per byte written since the last Tick(),
-  // and at least compaction_min_step (so an idle partition makes
-  // progress; the worker keeps ticking while HasBackgroundWork()).
+  // Foreground-first pacing: while writes come in, compaction may scan
+  // this many bytes of the segment being compacted per record byte
+  // written (a credit that Tick() spends once it reaches
+  // compaction_min_step, so steps stay efficient). A Tick() with nothing
+  // written since the last one is idle and scans compaction_min_step
+  // whatever the credit (the worker keeps ticking while
+  // HasBackgroundWork(), so an idle partition catches up).
   double compaction_work_ratio = 1.0;
   uint64_t compaction_min_step = 256 << 10;
   // Called from a background thread when Tick() has something to finish
@@ -257,8 +263,9 @@ class Partition {
   bool compaction_running() const { return forced_ratio_.has_value() || victim_.has_value(); }
   // Runs StartCompaction(min_dead_ratio) to the end now.
   absl::Status Compact(double min_dead_ratio);
-  // Finishes a running checkpoint, syncs and stops accepting writes.
-  // Idempotent.
+  // Finishes a running checkpoint, takes one more if
+  // checkpoint_on_close and the log grew since the last, syncs and stops
+  // accepting writes. Idempotent.
   absl::Status Close();
 
   PartitionStats Stats() const;
@@ -292,10 +299,17 @@ class Partition {
   // Checkpoint stages run by the owner's thread (see Tick()).
   void AdvanceCheckpoint(bool wait);
   void FinishCheckpoint(const absl::Status& s);
+  // Starts loading the records the index entries with fingerprint `fp`
+  // point at (their bucket should already be on its way).
+  void PrefetchRecordsOf(uint32_t fp);
   // Compaction.
   std::optional<uint64_t> PickVictim(double min_ratio) const;
-  absl::Status CompactionStep(uint64_t budget);
-  absl::Status RelocateRecord(uint64_t address, const RecordHeader& h,
+  // Scans up to `budget` bytes of the victim (picking one if needed);
+  // *scanned, if given, gets the bytes scanned.
+  absl::Status CompactionStep(uint64_t budget, uint64_t* scanned = nullptr);
+  // Copies the record at `address` (key fingerprint `fp`) to the tail if
+  // it is still needed.
+  absl::Status RelocateRecord(uint64_t address, uint32_t fp, const RecordHeader& h,
                               absl::string_view rec);
   absl::Status FinishVictim();
   bool HasOlderSegment(uint64_t id) const;
@@ -336,6 +350,7 @@ class Partition {
   uint64_t tail_at_last_step_ = 0;
   uint64_t appended_bytes_ = 0;         // foreground record bytes, for pacing
   uint64_t appended_at_last_step_ = 0;
+  double compaction_credit_ = 0;        // bytes the pacing allows to scan
   absl::Time next_pick_ = absl::InfinitePast();
   absl::flat_hash_set<uint64_t> bad_segments_;  // damaged: not compacted
   CompactionStats compaction_;

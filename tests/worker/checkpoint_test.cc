@@ -366,6 +366,35 @@ TEST_F(IndexImageTest, LoadReplacesPreviousContents) {
   EXPECT_FALSE(target_.Find(0xabcdef01, [](uint64_t a) { return a == 4242; }).found());
 }
 
+TEST_F(IndexImageTest, EntryAtOrPastTheAddressLimitIsRejected) {
+  uint64_t highest = 0;
+  index_.ForEach([&](uint32_t, uint64_t a) { highest = std::max(highest, a); });
+  // One past the highest address is fine; the highest itself is not (the
+  // limit is a checkpoint's covered address: its records lie below it).
+  HashIndex ok;
+  ASSERT_THAT(ok.LoadImage(geometry_, image_, highest + 1), IsOk());
+  EXPECT_EQ(EntriesOf(ok), EntriesOf(index_));
+  const Entries before = EntriesOf(target_);
+  EXPECT_THAT(target_.LoadImage(geometry_, image_, highest),
+              StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(EntriesOf(target_), before);
+}
+
+TEST_F(IndexImageTest, LoadExtendsTheCrcOverTheImage) {
+  uint32_t crc = crc32c::Value("prefix", 6);
+  HashIndex loaded;
+  ASSERT_THAT(loaded.LoadImage(geometry_, image_, UINT64_MAX, &crc), IsOk());
+  EXPECT_EQ(crc, crc32c::Value("prefix" + image_));
+  // Also when the image is rejected: the caller reports the CRC mismatch
+  // rather than whatever the damage broke.
+  std::string bad = image_;
+  bad[FreeListOffset()] ^= 0x7f;
+  uint32_t crc2 = 0;
+  EXPECT_THAT(target_.LoadImage(geometry_, bad, UINT64_MAX, &crc2),
+              StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(crc2, crc32c::Value(bad));
+}
+
 TEST_F(IndexImageTest, ClearGoesBackToEmpty) {
   HashIndex fresh;
   index_.Clear();
@@ -1001,6 +1030,51 @@ TEST_F(CheckpointRecoveryTest, CheckpointFilesOfAnEmptyDirectoryAreRemoved) {
   EXPECT_THAT(CheckpointFiles(&fresh), IsEmpty());
   EXPECT_FALSE(fresh.Exists(std::string(kDir) + "/x.tmp"));
   EXPECT_EQ((*p)->Stats().keys, 0u);
+}
+
+TEST_F(CheckpointRecoveryTest, CleanCloseTakesACheckpointSoReopenReplaysNothing) {
+  o_.checkpoint_on_close = true;
+  ASSERT_NO_FATAL_FAILURE(Reopen());  // empty: closing takes none
+  EXPECT_THAT(CheckpointFiles(&fs_), IsEmpty());
+  ASSERT_NO_FATAL_FAILURE(Write(400, 60));
+  const uint64_t tail = p_->Stats().tail_address;
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  PartitionStats s = p_->Stats();
+  ASSERT_TRUE(s.recovered.checkpoint_id.has_value());
+  EXPECT_EQ(s.recovered.start_address, tail);
+  EXPECT_EQ(s.recovery.records, 0u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  const std::vector<std::string> files = CheckpointFiles(&fs_);
+  ASSERT_EQ(files.size(), 1u);
+
+  // Nothing written since: closing again adds no checkpoint.
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_EQ(CheckpointFiles(&fs_), files);
+  EXPECT_EQ(p_->Stats().recovery.records, 0u);
+
+  // Written since: the next close covers it.
+  ASSERT_NO_FATAL_FAILURE(Write(50, 60));
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_NE(CheckpointFiles(&fs_), files);
+  EXPECT_EQ(p_->Stats().recovery.records, 0u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+}
+
+TEST_F(CheckpointRecoveryTest, FailedCheckpointAtCloseStillClosesAndLosesNothing) {
+  o_.checkpoint_on_close = true;
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(Write(200, 60));
+  // Every append from here on fails: the checkpoint file cannot be
+  // written, but the log is already durable (durability=always).
+  fs_.FailAppendsAfter(0, ENOSPC);
+  EXPECT_THAT(p_->Close(), IsOk());
+  p_.reset();
+  fs_.FailAppendsAfter(-1, 0);
+  EXPECT_THAT(CheckpointFiles(&fs_), IsEmpty());
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
 // Under every durability policy, a crash after checkpoints (unsynced tail

@@ -322,6 +322,42 @@ TEST_F(CompactionTest, StartCompactionRunsInTickStepsBesideWrites) {
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
+TEST_F(CompactionTest, BusyTicksSpendOnlyTheirCreditIdleTicksCatchUp) {
+  o_.compaction_dead_ratio = 0.5;
+  o_.compaction_min_step = 4 << 10;
+  o_.compaction_work_ratio = 0.001;  // ~0.05 bytes of scan per small put
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(3, "hot"));
+  ASSERT_GE(p_->DeadRatio(0), 0.5);
+  // A victim waits: an idle worker would keep ticking.
+  EXPECT_TRUE(p_->HasBackgroundWork());
+  // Busy: a put before every Tick. The credit never reaches a step, so
+  // nothing is relocated however many Ticks run (a fixed minimum per Tick
+  // would have compacted everything long before).
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("hot", i % 7)));
+    ASSERT_THAT(p_->Tick(), IsOk());
+  }
+  EXPECT_EQ(p_->Stats().compaction.records_relocated, 0u);
+  EXPECT_EQ(p_->Stats().compaction.segments_compacted, 0u);
+  EXPECT_TRUE(HasSegment(*p_, 0));
+  // Idle: Ticks with nothing written catch up until nothing is left over
+  // the ratio.
+  int ticks = 0;
+  while (p_->HasBackgroundWork()) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(++ticks, 10000) << "idle compaction never finished";
+  }
+  EXPECT_FALSE(HasSegment(*p_, 0));
+  for (const SegmentInfo& s : p_->Segments()) {
+    if (s.sealed) EXPECT_LT(p_->DeadRatio(s.id), 0.5) << s.id;
+  }
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
 TEST_F(CompactionTest, TickCompactsOnItsOwnAtTheConfiguredRatio) {
   o_.compaction_dead_ratio = 0.5;
   ASSERT_NO_FATAL_FAILURE(Reopen());
