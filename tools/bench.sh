@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Runs the engine benchmark (segkv partition vs RocksDB) with the optimised
-# build. Arguments go to the benchmark, e.g. --keys=10000000 --json.
+# Runs a storage benchmark with the optimised build:
+#   tools/bench.sh [engine] [args...]   one partition vs RocksDB (engine_bench)
+#   tools/bench.sh recovery [args...]   checkpoint restart vs full replay, and
+#                                       puts with vs without compaction
+#                                       (recovery_bench)
+# Arguments go to the benchmark, e.g. --keys=10000000 --json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target=engine_bench
+case "${1:-}" in
+  engine) shift ;;
+  recovery) target=recovery_bench; shift ;;
+esac
 tools/install_deps.sh
-bazel build --config=opt //bench:engine_bench
-exec bazel-bin/bench/engine_bench "$@"
+bazel build --config=opt "//bench:${target}"
+exec "bazel-bin/bench/${target}" "$@"
