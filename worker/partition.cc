@@ -124,10 +124,11 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
   }
   if (options.checkpoints_to_keep < 1 || !(options.compaction_dead_ratio >= 0) ||
       !(options.compaction_work_ratio > 0) ||
+      !(options.compaction_space_limit == 0 || options.compaction_space_limit > 1) ||
       options.checkpoint_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "checkpoints_to_keep must be >= 1, compaction ratios >= 0 (work > 0), "
-        "checkpoint interval >= 0");
+        "compaction space limit 0 or > 1, checkpoint interval >= 0");
   }
   std::unique_ptr<Partition> p(new Partition(options));
   if (absl::Status s = p->Recover(); !s.ok()) return s;
@@ -669,33 +670,59 @@ absl::Status Partition::Tick() {
       }
     }
   }
-  // Compaction pacing (see PartitionOptions::compaction_work_ratio).
+  // Compaction pacing (see PartitionOptions::compaction_work_ratio and
+  // compaction_space_limit).
   const uint64_t written = appended_bytes_ - appended_at_last_step_;
   appended_at_last_step_ = appended_bytes_;
   const bool idle = written == 0;
   const double step = static_cast<double>(options_.compaction_min_step);
+  double ratio = options_.compaction_work_ratio;
+  // Looking for a victim and measuring the space amplification walk every
+  // segment: while busy, once per compaction_min_step bytes written (and
+  // right after a victim is done), not after every batch.
+  written_since_look_ += written;
+  if (!idle && (look_now_ || written_since_look_ >= options_.compaction_min_step)) {
+    written_since_look_ = 0;
+    look_now_ = false;
+    over_space_limit_ = options_.compaction_space_limit > 0 &&
+                        SpaceAmplification() > options_.compaction_space_limit;
+    pick_pending_ = true;
+  }
+  if (over_space_limit_ && !idle) {
+    // Keep up: scanning S bytes of the victim frees S x its dead fraction
+    // (as it was when picked: relocating its live records as the scan
+    // goes lowers what its usage says is live). Before a victim is picked,
+    // the least dead one could be is the threshold.
+    const double dead = victim_.has_value()
+                            ? victim_dead_fraction_
+                            : std::min(options_.compaction_dead_ratio, 1.0);
+    ratio = std::max(ratio, 1.0 / std::max(dead, 0.05));
+  }
   // Credit beyond a few steps is not banked: a burst of writes after a
   // quiet spell must not be met by a burst of compaction.
-  compaction_credit_ = std::min(
-      compaction_credit_ + static_cast<double>(written) * options_.compaction_work_ratio,
-      4 * step);
+  compaction_credit_ = std::min(compaction_credit_ + static_cast<double>(written) * ratio,
+                                std::max(4 * step, 2.0 * static_cast<double>(written) * ratio));
   const uint64_t budget =
       idle ? options_.compaction_min_step
            : (compaction_credit_ >= step ? static_cast<uint64_t>(compaction_credit_) : 0);
-  bool work = budget > 0 && (victim_.has_value() || forced_ratio_.has_value());
-  if (!work && budget > 0 && options_.compaction_dead_ratio <= 1.0 &&
-      (idle || absl::Now() >= next_pick_)) {
-    // Looking for a victim walks every segment: while busy, not after
-    // every batch.
-    next_pick_ = absl::Now() + absl::Milliseconds(10);
+  const bool forced = forced_ratio_.has_value();
+  bool work = budget > 0 && (victim_.has_value() || forced) &&
+              (forced || absl::Now() >= compaction_retry_at_);
+  if (!work && budget > 0 && !forced && options_.compaction_dead_ratio <= 1.0 &&
+      absl::Now() >= compaction_retry_at_ && (idle || pick_pending_)) {
     work = true;
+    pick_pending_ = false;
   }
   if (work) {
     uint64_t scanned = 0;
     absl::Status s = CompactionStep(budget, &scanned);
     compaction_credit_ = std::max(0.0, compaction_credit_ - static_cast<double>(scanned));
     if (!s.ok()) {
+      ++compaction_.errors;
       compaction_.last_error = std::string(s.message());
+      compaction_.last_error_code = s.code();
+      compaction_retry_at_ = absl::Now() + absl::Seconds(1);
+      forced_ratio_.reset();  // a forced pass ends here; the caller sees the error
       LOG_EVERY_N(ERROR, 10) << "partition " << options_.partition_id
                              << " compaction: " << s;
     }
@@ -705,9 +732,10 @@ absl::Status Partition::Tick() {
 
 bool Partition::HasBackgroundWork() const {
   if (closed_) return false;
-  if (victim_.has_value() || forced_ratio_.has_value() ||
-      (options_.compaction_dead_ratio <= 1.0 &&
-       PickVictim(options_.compaction_dead_ratio).has_value())) {
+  if (forced_ratio_.has_value() ||
+      ((victim_.has_value() || (options_.compaction_dead_ratio <= 1.0 &&
+                                PickVictim(options_.compaction_dead_ratio).has_value())) &&
+       absl::Now() >= compaction_retry_at_)) {
     return log_->failure().ok();
   }
   if (ckpt_ == nullptr) return false;
@@ -849,6 +877,15 @@ bool Partition::HasOlderSegment(uint64_t id) const {
   return !segments.empty() && segments.front().id < id;
 }
 
+double Partition::SpaceAmplification() const {
+  uint64_t total = 0, live = 0;
+  for (const SegmentUsage& u : usage_) {
+    total += u.total_bytes;
+    live += u.live_bytes;
+  }
+  return live == 0 ? 1.0 : static_cast<double>(total) / static_cast<double>(live);
+}
+
 double Partition::DeadRatio(uint64_t id) const {
   if (id >= usage_.size() || usage_[id].total_bytes == 0) return 1.0;
   const SegmentUsage& u = usage_[id];
@@ -891,7 +928,9 @@ absl::Status Partition::Compact(double min_dead_ratio) {
   while (compaction_running()) {
     if (absl::Status s = CompactionStep(UINT64_MAX); !s.ok()) {
       forced_ratio_.reset();
+      ++compaction_.errors;
       compaction_.last_error = std::string(s.message());
+      compaction_.last_error_code = s.code();
       return s;
     }
   }
@@ -908,6 +947,7 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
     }
     victim_offset_ = format::kSegmentHeaderSize;
     compaction_.current = victim_;
+    victim_dead_fraction_ = DeadRatio(*victim_);
   }
   uint64_t end = 0;
   for (const SegmentInfo& info : log_->Segments()) {
@@ -1021,6 +1061,7 @@ absl::Status Partition::FinishVictim() {
   compaction_.bytes_reclaimed += bytes;
   victim_.reset();
   compaction_.current.reset();
+  look_now_ = true;  // the next victim may be waiting
   return absl::OkStatus();
 }
 

@@ -80,6 +80,12 @@ struct PartitionOptions {
   // HasBackgroundWork(), so an idle partition catches up).
   double compaction_work_ratio = 1.0;
   uint64_t compaction_min_step = 256 << 10;
+  // Bound on space amplification (record bytes in the log / live record
+  // bytes) under sustained writes: above it, busy Ticks compact at least
+  // as fast as writes add bytes (scanning written / (1 - the victim's live
+  // fraction)), so the log stops growing. 0: no bound (the work ratio
+  // alone paces compaction while busy).
+  double compaction_space_limit = 3.0;
   // Called from a background thread when Tick() has something to finish
   // (a checkpoint buffer ready or a checkpoint file written). May be empty.
   std::function<void()> wake;
@@ -157,6 +163,8 @@ struct RecoveryInfo {
 struct CompactionStats {
   uint64_t segments_compacted = 0;
   uint64_t bytes_reclaimed = 0;      // segment file bytes deleted
+  uint64_t errors = 0;               // failed steps since open
+  absl::StatusCode last_error_code = absl::StatusCode::kOk;
   uint64_t records_relocated = 0;    // live records and kept tombstones
   uint64_t bytes_relocated = 0;
   uint64_t tombstones_dropped = 0;
@@ -304,6 +312,8 @@ class Partition {
   void PrefetchRecordsOf(uint32_t fp);
   // Compaction.
   std::optional<uint64_t> PickVictim(double min_ratio) const;
+  // Record bytes in the log / live record bytes (1 when empty).
+  double SpaceAmplification() const;
   // Scans up to `budget` bytes of the victim (picking one if needed);
   // *scanned, if given, gets the bytes scanned.
   absl::Status CompactionStep(uint64_t budget, uint64_t* scanned = nullptr);
@@ -351,7 +361,15 @@ class Partition {
   uint64_t appended_bytes_ = 0;         // foreground record bytes, for pacing
   uint64_t appended_at_last_step_ = 0;
   double compaction_credit_ = 0;        // bytes the pacing allows to scan
-  absl::Time next_pick_ = absl::InfinitePast();
+  uint64_t written_since_look_ = 0;  // see Tick()
+  bool look_now_ = true;
+  bool pick_pending_ = false;
+  // After a failed step, automatic compaction waits until then (a forced
+  // pass ends at its first failure), so a persistent error neither spins
+  // the worker nor floods the log.
+  absl::Time compaction_retry_at_ = absl::InfinitePast();
+  bool over_space_limit_ = false;
+  double victim_dead_fraction_ = 1;  // the victim's DeadRatio() when picked
   absl::flat_hash_set<uint64_t> bad_segments_;  // damaged: not compacted
   CompactionStats compaction_;
   absl::Status last_checkpoint_status_;

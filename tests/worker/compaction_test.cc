@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/testing/partition_testing.h"
+#include "worker/format.h"
 #include "worker/manifest.h"
 #include "worker/mem_fs.h"
 #include "worker/partition.h"
@@ -36,6 +37,7 @@ using ::segkv::worker::testing::SegmentPath;
 using ::segkv::worker::testing::SmallOptions;
 using ::segkv::worker::testing::StatusIs;
 using ::segkv::worker::testing::Stored;
+using ::testing::HasSubstr;
 
 // How the partition is reopened at the end of a regression scenario.
 enum class Recovery {
@@ -326,6 +328,7 @@ TEST_F(CompactionTest, BusyTicksSpendOnlyTheirCreditIdleTicksCatchUp) {
   o_.compaction_dead_ratio = 0.5;
   o_.compaction_min_step = 4 << 10;
   o_.compaction_work_ratio = 0.001;  // ~0.05 bytes of scan per small put
+  o_.compaction_space_limit = 0;     // the work ratio alone paces
   ASSERT_NO_FATAL_FAILURE(Reopen());
   for (int i = 0; i < 5; ++i) {
     ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
@@ -356,6 +359,79 @@ TEST_F(CompactionTest, BusyTicksSpendOnlyTheirCreditIdleTicksCatchUp) {
     if (s.sealed) EXPECT_LT(p_->DeadRatio(s.id), 0.5) << s.id;
   }
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+// Sustained overwrites with compaction paced far below the write rate:
+// without a space limit the log grows with every round; with one, busy
+// Ticks keep up once it is exceeded and the log stops growing.
+TEST_F(CompactionTest, SpaceLimitBoundsTheLogUnderSustainedOverwrites) {
+  o_.compaction_dead_ratio = 0.5;
+  o_.compaction_min_step = 2 << 10;
+  o_.compaction_work_ratio = 0.001;
+  auto amplification = [&] {
+    const PartitionStats st = p_->Stats();
+    return static_cast<double>(st.live_bytes + st.dead_bytes) /
+           static_cast<double>(st.live_bytes);
+  };
+  for (double limit : {0.0, 2.0}) {
+    SCOPED_TRACE(absl::StrCat("limit ", limit));
+    o_.compaction_space_limit = limit;
+    o_.dir = absl::StrCat(::segkv::worker::testing::kDir, "-", limit);
+    p_.reset();
+    model_.clear();
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+    double worst = 0;
+    for (int round = 0; round < 20; ++round) {
+      for (int k = 0; k < 150; ++k) {
+        ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("key", k), 150));
+        ASSERT_THAT(p_->Tick(), IsOk());
+      }
+      if (round >= 2) worst = std::max(worst, amplification());
+    }
+    if (limit == 0) {
+      EXPECT_GT(amplification(), 10) << "the work ratio alone kept up";
+    } else {
+      // The limit, plus what one segment being compacted and the active
+      // one hold beyond it (8 KiB segments, ~27 KiB live).
+      EXPECT_LT(worst, limit + 0.7);
+    }
+    ASSERT_NO_FATAL_FAILURE(ExpectModel());
+    ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+  }
+}
+
+// A victim with a damaged record is not deleted (its records cannot all be
+// relocated): the error is counted and reported once, automatic compaction
+// backs off instead of spinning, and other segments still compact.
+TEST_F(CompactionTest, DamagedVictimIsLeftAloneReportedAndSkipped) {
+  o_.compaction_dead_ratio = 0.5;
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(4, "hot"));
+  // Segments 0-3 are wholly dead; the lowest id goes first among equals.
+  // Damage a value byte of segment 0's first record.
+  std::string seg0 = fs_.Contents(SegmentPath(0));
+  seg0[format::kSegmentHeaderSize + format::kRecordHeaderSize + 12] ^= 0x55;
+  ASSERT_TRUE(fs_.OverwriteFile(SegmentPath(0), seg0));
+
+  int ticks = 0;
+  while (p_->HasBackgroundWork()) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(++ticks, 10000) << "compaction spins on the damaged segment";
+  }
+  const CompactionStats c = p_->Stats().compaction;
+  EXPECT_EQ(c.errors, 1u);
+  EXPECT_THAT(c.last_error, HasSubstr("segment 0"));
+  EXPECT_TRUE(HasSegment(*p_, 0));
+  EXPECT_TRUE(fs_.Exists(SegmentPath(0)));
+  // After a failure automatic compaction waits a second before the next
+  // step (an error that repeats, like a full disk, must not spin).
+  EXPECT_TRUE(HasSegment(*p_, 1));
+
+  // Asked for explicitly, compaction passes over it and does the others.
+  ASSERT_THAT(p_->Compact(0.5), IsOk());
+  EXPECT_TRUE(HasSegment(*p_, 0));
+  EXPECT_FALSE(HasSegment(*p_, 1));
+  EXPECT_EQ(p_->Stats().compaction.errors, 1u);
 }
 
 TEST_F(CompactionTest, TickCompactsOnItsOwnAtTheConfiguredRatio) {
