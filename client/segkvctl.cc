@@ -343,7 +343,8 @@ absl::Status CmdStatus(Client& c, const Invocation& inv, std::ostream& out) {
                          .Double("max_segment_dead_ratio", p.max_segment_dead_ratio())
                          .Uint("segments_compacted", p.segments_compacted())
                          .Uint("bytes_reclaimed", p.bytes_reclaimed())
-                         .Str("compaction_error", p.compaction_error()));
+                         .Str("compaction_error", p.compaction_error())
+                         .Uint("compaction_errors", p.compaction_errors()));
     }
     out << JsonArray(objs) << "\n";
   } else {

@@ -153,6 +153,7 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* ctx,
       out->set_compacting_segment(*st.compaction.current);
     }
     out->set_compaction_error(st.compaction.last_error);
+    out->set_compaction_errors(st.compaction.errors);
     return absl::OkStatus();
   });
 }
@@ -210,7 +211,10 @@ grpc::ServerUnaryReactor* AdminService::Compact(grpc::CallbackServerContext* ctx
       ctx, fe_,
       [before, ratio](Partition& p, worker::Worker& w) {
         (*before)[w.id()] = p.Stats().compaction;
-        p.StartCompaction(ratio.value_or(p.options().compaction_dead_ratio));
+        // Without a ratio: the server's threshold, or 0.5 where automatic
+        // compaction is off (a threshold above 1, which nothing reaches).
+        const double configured = p.options().compaction_dead_ratio;
+        p.StartCompaction(ratio.value_or(configured <= 1 ? configured : 0.5));
         return absl::OkStatus();
       },
       nullptr,
@@ -226,6 +230,11 @@ grpc::ServerUnaryReactor* AdminService::Compact(grpc::CallbackServerContext* ctx
         out->set_records_relocated(now.records_relocated - then.records_relocated);
         if (!p.Stats().error.empty()) {
           return absl::UnavailableError(p.Stats().error);
+        }
+        if (now.errors > then.errors) {
+          // The pass stopped at a failure (a damaged segment, which stays
+          // and is skipped from now on, or an I/O error).
+          return absl::Status(now.last_error_code, now.last_error);
         }
         return absl::OkStatus();
       });

@@ -29,8 +29,10 @@ ABSL_FLAG(int, max_message_bytes, 64 << 20, "largest gRPC message, bytes");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30), "gRPC keepalive ping interval");
 ABSL_FLAG(absl::Duration, checkpoint_interval, absl::Seconds(60), "index checkpoint period per partition (0: only on Admin.Checkpoint)");
 ABSL_FLAG(uint64_t, checkpoints_to_keep, 2, "index checkpoints kept per partition (>= 1)");
-ABSL_FLAG(double, compaction_dead_ratio, 0.5, "compact a sealed segment once this fraction of it is dead (above 1: only on Admin.Compact)");
-ABSL_FLAG(double, compaction_work_ratio, 1.0, "compaction bytes scanned per byte written while busy (idle: unbounded)");
+ABSL_FLAG(double, compaction_dead_ratio, 0.5, "compact a sealed segment once this fraction of it is dead (above 1: only on Admin.Compact, which then defaults to 0.5)");
+ABSL_FLAG(bool, checkpoint_on_close, true, "take a checkpoint at shutdown if the log grew since the last (the next start replays nothing)");
+ABSL_FLAG(double, compaction_work_ratio, 1.0, "compaction bytes scanned per byte written while busy (idle: runs until no segment is over the dead ratio)");
+ABSL_FLAG(double, compaction_space_limit, 3.0, "while busy, compaction keeps up with writes once log bytes / live bytes exceed this (0: no limit)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "time in-flight requests get on SIGTERM");
 
 int main(int argc, char** argv) {
@@ -67,15 +69,19 @@ int main(int argc, char** argv) {
   o.partition.write_buffer_size = absl::GetFlag(FLAGS_write_buffer_size);
   o.partition.checkpoint_interval = absl::GetFlag(FLAGS_checkpoint_interval);
   o.partition.checkpoints_to_keep = absl::GetFlag(FLAGS_checkpoints_to_keep);
+  o.partition.checkpoint_on_close = absl::GetFlag(FLAGS_checkpoint_on_close);
   o.partition.compaction_dead_ratio = absl::GetFlag(FLAGS_compaction_dead_ratio);
   o.partition.compaction_work_ratio = absl::GetFlag(FLAGS_compaction_work_ratio);
+  o.partition.compaction_space_limit = absl::GetFlag(FLAGS_compaction_space_limit);
   if (o.partition.checkpoint_interval < absl::ZeroDuration() ||
       o.partition.checkpoints_to_keep < 1 ||
       !(o.partition.compaction_dead_ratio >= 0) ||
-      !(o.partition.compaction_work_ratio > 0)) {
+      !(o.partition.compaction_work_ratio > 0) ||
+      !(o.partition.compaction_space_limit == 0 || o.partition.compaction_space_limit > 1)) {
     std::fprintf(stderr,
                  "segkvd: --checkpoint_interval must be >= 0, --checkpoints_to_keep >= 1, "
-                 "--compaction_dead_ratio >= 0 and --compaction_work_ratio > 0\n");
+                 "--compaction_dead_ratio >= 0, --compaction_work_ratio > 0 and "
+                 "--compaction_space_limit 0 or > 1\n");
     return 2;
   }
   o.queue_depth = absl::GetFlag(FLAGS_queue_depth);
