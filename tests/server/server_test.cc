@@ -1,18 +1,24 @@
 // segkvd in-process on 127.0.0.1:0 with real gRPC clients: every RPC, every
 // error code, queue overflow, deadlines, compare-and-set under contention,
-// restart, health checking and reflection.
+// restart, checkpoints (Admin.Checkpoint, recovery from them) and compaction
+// (Admin.Compact, dead ratios), health checking and reflection.
 #include "server/server.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
@@ -78,6 +84,15 @@ class ServerTest : public ::testing::Test {
     client_.reset();
     server_->Shutdown(absl::Seconds(5));
     server_.reset();
+    StartServer();
+  }
+  // Stops the server, wipes the data directory and starts afresh with
+  // options_ (a partition keeps the segment size it was created with).
+  void StartFresh() {
+    client_.reset();
+    server_->Shutdown(absl::Seconds(5));
+    server_.reset();
+    std::filesystem::remove_all(dir_);
     StartServer();
   }
   uint64_t TotalKeys() {
@@ -440,6 +455,621 @@ TEST_F(ServerTest, AfterShutdownStartsRequestsAreUnavailable) {
   EXPECT_THAT(client_->Put("k", "v"), StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_THAT(client_->Get("k"), StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_THAT(client_->Status(), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// ---- Admin.Checkpoint and Admin.Compact over the wire ----
+
+using ::segkv::worker::testing::Stored;
+using ::testing::ElementsAre;
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
+
+// The file docs/format/checkpoint.md names for checkpoint `id`.
+std::string CheckpointFile(uint64_t id) { return absl::StrFormat("ckpt-%020d.idx", id); }
+
+// The checkpoint files (not temporaries) in a partition directory, sorted.
+std::vector<std::string> CheckpointFiles(const std::string& partition_dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(partition_dir)) {
+    const std::string name = e.path().filename().string();
+    if (absl::StartsWith(name, "ckpt-") && absl::EndsWith(name, ".idx")) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// A value of `size` bytes that names its key and round.
+std::string RoundValue(absl::string_view key, int round, size_t size = 4000) {
+  std::string v = absl::StrCat(key, "@", round, ":");
+  v.resize(size, 'x');
+  return v;
+}
+
+// Puts every pair in one BatchWrite; records what each key now holds.
+void PutAll(client::Client& c, const KeyValues& kvs, std::map<std::string, Stored>* model) {
+  v1::BatchWriteRequest req;
+  for (const auto& [k, v] : kvs) {
+    auto* put = req.add_ops()->mutable_put();
+    put->set_key(k);
+    put->set_value(v);
+  }
+  auto resp = c.BatchWrite(req);
+  ASSERT_THAT(resp, IsOk());
+  ASSERT_EQ(resp->results_size(), static_cast<int>(kvs.size()));
+  for (size_t i = 0; i < kvs.size(); ++i) {
+    ASSERT_EQ(resp->results(i).status().code(), 0) << kvs[i].first;
+    (*model)[kvs[i].first] = Stored{kvs[i].second, resp->results(i).version()};
+  }
+}
+
+// Reads every key back in one BatchGet: each key of `model` holds its value
+// and version, each of `gone` is not found.
+void ExpectStore(client::Client& c, const std::map<std::string, Stored>& model,
+                 const std::vector<std::string>& gone) {
+  v1::BatchGetRequest req;
+  for (const auto& [k, unused] : model) req.add_keys(k);
+  for (const std::string& k : gone) req.add_keys(k);
+  auto got = c.BatchGet(req);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_EQ(got->results_size(), req.keys_size());
+  int i = 0;
+  for (const auto& [k, want] : model) {
+    const auto& r = got->results(i++);
+    EXPECT_TRUE(r.found()) << k;
+    EXPECT_EQ((Stored{r.value(), r.version()}), want) << k;
+  }
+  for (const std::string& k : gone) EXPECT_FALSE(got->results(i++).found()) << k;
+}
+
+// The sealed segments of a partition (by value: a range-for over it is safe).
+std::vector<v1::Segment> SealedSegments(const v1::ListSegmentsResponse& r, uint32_t partition) {
+  std::vector<v1::Segment> sealed;
+  for (const v1::Segment& s : r.segments()) {
+    if (s.sealed() && s.partition() == partition) sealed.push_back(s);
+  }
+  return sealed;
+}
+
+std::set<uint64_t> SegmentIds(const v1::ListSegmentsResponse& r, uint32_t partition) {
+  std::set<uint64_t> ids;
+  for (const v1::Segment& s : r.segments()) {
+    if (s.partition() == partition) ids.insert(s.id());
+  }
+  return ids;
+}
+
+// With 256 KiB segments: 40 cold keys written once, then 16 hot keys
+// overwritten 40 times (4000-byte values), cold/0..3 deleted at round 20.
+// Segment 0 of each partition stays partly live, the ones after it die.
+void WriteColdAndHot(client::Client& c, std::map<std::string, Stored>* model,
+                     std::vector<std::string>* gone) {
+  KeyValues cold;
+  for (int i = 0; i < 40; ++i) {
+    const std::string k = absl::StrCat("cold/", i);
+    cold.emplace_back(k, RoundValue(k, 0));
+  }
+  ASSERT_NO_FATAL_FAILURE(PutAll(c, cold, model));
+  for (int round = 0; round < 40; ++round) {
+    KeyValues hot;
+    for (int j = 0; j < 16; ++j) {
+      const std::string k = absl::StrCat("hot/", j);
+      hot.emplace_back(k, RoundValue(k, round));
+    }
+    ASSERT_NO_FATAL_FAILURE(PutAll(c, hot, model));
+    if (round == 20) {
+      for (int i = 0; i < 4; ++i) {
+        const std::string k = absl::StrCat("cold/", i);
+        ASSERT_THAT(c.Delete(k), IsOk());
+        model->erase(k);
+        gone->push_back(k);
+      }
+    }
+  }
+}
+
+TEST_F(ServerTest, CheckpointCoversEveryPartitionAndStatusReportsIt) {
+  options_.partition.checkpoint_interval = absl::ZeroDuration();  // only on demand
+  options_.partition.checkpoints_to_keep = 2;
+  StartFresh();
+  std::map<std::string, Stored> model;
+  KeyValues kvs;
+  for (int i = 0; i < 300; ++i) kvs.emplace_back(absl::StrCat("k", i), absl::StrCat("v", i));
+  PutAll(*client_, kvs, &model);
+  auto before = client_->Status();
+  ASSERT_THAT(before, IsOk());
+  ASSERT_EQ(before->partitions_size(), 2);
+  for (const auto& p : before->partitions()) {
+    ASSERT_GT(p.keys(), 0u);  // each partition has writes to cover
+    EXPECT_EQ(p.last_checkpoint_id(), 0u);
+    EXPECT_EQ(p.checkpoints_taken(), 0u);
+    EXPECT_EQ(p.recovered_from_checkpoint(), 0u);  // a new data directory
+  }
+
+  const int64_t t0 = absl::ToUnixMillis(absl::Now());
+  auto ck = client_->Checkpoint();
+  const int64_t t1 = absl::ToUnixMillis(absl::Now());
+  ASSERT_THAT(ck, IsOk());
+  ASSERT_EQ(ck->partitions_size(), 2);
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const v1::PartitionCheckpoint& c = ck->partitions(p);
+    const v1::PartitionStatus& s = st->partitions(p);
+    EXPECT_EQ(c.partition(), p);
+    EXPECT_EQ(c.id(), 1u);
+    // Covers every write acknowledged before the call: the whole log.
+    EXPECT_EQ(c.covered_address(), before->partitions(p).tail_address());
+    EXPECT_GT(c.bytes(), 0u);
+    EXPECT_GT(c.copy_ms(), 0.0);
+    EXPECT_GT(c.write_seconds(), 0.0);
+    EXPECT_EQ(s.last_checkpoint_id(), c.id());
+    EXPECT_EQ(s.last_checkpoint_covered_address(), c.covered_address());
+    EXPECT_EQ(s.last_checkpoint_bytes(), c.bytes());
+    EXPECT_EQ(s.last_checkpoint_copy_ms(), c.copy_ms());
+    EXPECT_EQ(s.last_checkpoint_write_seconds(), c.write_seconds());
+    EXPECT_GE(s.last_checkpoint_unix_ms(), t0);
+    EXPECT_LE(s.last_checkpoint_unix_ms(), t1);
+    EXPECT_EQ(s.checkpoints_taken(), 1u);
+    EXPECT_EQ(s.checkpoints_failed(), 0u);
+    EXPECT_EQ(s.checkpoint_error(), "");
+    EXPECT_FALSE(s.checkpoint_running());
+    EXPECT_GE(s.synced_address(), c.covered_address());  // what it covers is durable
+    const std::string pdir = absl::StrCat(dir_, "/p", p);
+    EXPECT_THAT(CheckpointFiles(pdir), ElementsAre(CheckpointFile(1)));
+    EXPECT_EQ(std::filesystem::file_size(pdir + "/" + CheckpointFile(1)), c.bytes());
+  }
+
+  // Again with no write in between: a new checkpoint of the same log (the
+  // call always takes one of its own), then a third, which retires the
+  // first (two are kept).
+  auto again = client_->Checkpoint();
+  ASSERT_THAT(again, IsOk());
+  ASSERT_EQ(again->partitions_size(), 2);
+  auto st2 = client_->Status();
+  ASSERT_THAT(st2, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const v1::PartitionCheckpoint& c = again->partitions(p);
+    EXPECT_EQ(c.partition(), p);
+    EXPECT_EQ(c.id(), 2u);
+    EXPECT_EQ(c.covered_address(), ck->partitions(p).covered_address());
+    EXPECT_EQ(c.bytes(), ck->partitions(p).bytes());
+    EXPECT_EQ(st2->partitions(p).last_checkpoint_id(), 2u);
+    EXPECT_EQ(st2->partitions(p).checkpoints_taken(), 2u);
+    EXPECT_THAT(CheckpointFiles(absl::StrCat(dir_, "/p", p)),
+                ElementsAre(CheckpointFile(1), CheckpointFile(2)));
+  }
+  auto third = client_->Checkpoint();
+  ASSERT_THAT(third, IsOk());
+  auto st3 = client_->Status();
+  ASSERT_THAT(st3, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    EXPECT_EQ(third->partitions(p).id(), 3u);
+    EXPECT_EQ(st3->partitions(p).checkpoints_taken(), 3u);
+    EXPECT_THAT(CheckpointFiles(absl::StrCat(dir_, "/p", p)),
+                ElementsAre(CheckpointFile(2), CheckpointFile(3)));
+  }
+  ExpectStore(*client_, model, {});
+}
+
+TEST_F(ServerTest, RestartAfterCheckpointRecoversFromTheCloseCheckpoint) {
+  ASSERT_TRUE(options_.partition.checkpoint_on_close);  // the default
+  std::map<std::string, Stored> model;
+  KeyValues kvs;
+  for (int i = 0; i < 300; ++i) kvs.emplace_back(absl::StrCat("k", i), absl::StrCat("v", i));
+  PutAll(*client_, kvs, &model);
+  ASSERT_THAT(client_->Delete("k7"), IsOk());
+  model.erase("k7");
+  auto ck = client_->Checkpoint();
+  ASSERT_THAT(ck, IsOk());
+  // Grow both partitions' logs past checkpoint 1.
+  KeyValues late;
+  for (int i = 0; i < 100; ++i) late.emplace_back(absl::StrCat("late/", i), absl::StrCat("l", i));
+  PutAll(*client_, late, &model);
+  auto before = client_->Status();
+  ASSERT_THAT(before, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    ASSERT_EQ(ck->partitions(p).id(), 1u);
+    ASSERT_GT(before->partitions(p).tail_address(), ck->partitions(p).covered_address());
+  }
+
+  // A clean shutdown checkpoints the grown log: the next start loads it and
+  // replays nothing.
+  Restart();
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const v1::PartitionStatus& s = st->partitions(p);
+    const v1::PartitionStatus& b = before->partitions(p);
+    EXPECT_EQ(s.recovered_from_checkpoint(), 2u);
+    EXPECT_EQ(s.recovery_start_address(), b.tail_address());
+    EXPECT_EQ(s.recovered_records(), 0u);
+    EXPECT_EQ(s.checkpoints_rejected(), 0u);
+    EXPECT_EQ(s.last_checkpoint_id(), 2u);
+    EXPECT_EQ(s.last_checkpoint_covered_address(), b.tail_address());
+    EXPECT_EQ(s.checkpoints_taken(), 0u);  // since this start
+    EXPECT_EQ(s.keys(), b.keys());
+    EXPECT_EQ(s.next_version(), b.next_version());
+    EXPECT_EQ(s.tail_address(), b.tail_address());
+    EXPECT_EQ(s.live_bytes(), b.live_bytes());
+    EXPECT_EQ(s.dead_bytes(), b.dead_bytes());
+    EXPECT_TRUE(s.error().empty()) << s.error();
+  }
+  ExpectStore(*client_, model, {"k7"});
+
+  // Nothing written since: the next shutdown has nothing to checkpoint.
+  Restart();
+  st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    EXPECT_EQ(st->partitions(p).recovered_from_checkpoint(), 2u);
+    EXPECT_EQ(st->partitions(p).recovered_records(), 0u);
+    EXPECT_THAT(CheckpointFiles(absl::StrCat(dir_, "/p", p)),
+                ElementsAre(CheckpointFile(1), CheckpointFile(2)));
+  }
+  ExpectStore(*client_, model, {"k7"});
+  // Writes after the restart get versions after every recovered one.
+  auto put = client_->Put("k1", "new");
+  ASSERT_THAT(put, IsOk());
+  EXPECT_GT(put->version(), model["k1"].version);
+}
+
+TEST_F(ServerTest, RestartWithoutCloseCheckpointReplaysOnlyTheLogAfterIt) {
+  options_.partition.checkpoint_on_close = false;
+  options_.partition.checkpoint_interval = absl::ZeroDuration();
+  StartFresh();
+  std::map<std::string, Stored> model;
+  KeyValues kvs;
+  for (int i = 0; i < 300; ++i) kvs.emplace_back(absl::StrCat("k", i), absl::StrCat("v", i));
+  PutAll(*client_, kvs, &model);
+  auto ck = client_->Checkpoint();
+  ASSERT_THAT(ck, IsOk());
+  auto at_ck = client_->Status();
+  ASSERT_THAT(at_ck, IsOk());
+  KeyValues late;
+  for (int i = 0; i < 100; ++i) late.emplace_back(absl::StrCat("late/", i), absl::StrCat("l", i));
+  PutAll(*client_, late, &model);
+  auto before = client_->Status();
+  ASSERT_THAT(before, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    ASSERT_GT(before->partitions(p).keys(), at_ck->partitions(p).keys());
+  }
+
+  Restart();
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const v1::PartitionStatus& s = st->partitions(p);
+    const v1::PartitionStatus& b = before->partitions(p);
+    EXPECT_EQ(s.recovered_from_checkpoint(), 1u);
+    EXPECT_EQ(s.recovery_start_address(), ck->partitions(p).covered_address());
+    // One record per key written after the checkpoint.
+    EXPECT_EQ(s.recovered_records(), b.keys() - at_ck->partitions(p).keys());
+    EXPECT_EQ(s.last_checkpoint_id(), 1u);
+    EXPECT_EQ(s.keys(), b.keys());
+    EXPECT_EQ(s.next_version(), b.next_version());
+    EXPECT_EQ(s.tail_address(), b.tail_address());
+    EXPECT_THAT(CheckpointFiles(absl::StrCat(dir_, "/p", p)), ElementsAre(CheckpointFile(1)));
+  }
+  ExpectStore(*client_, model, {});
+}
+
+TEST_F(ServerTest, RestartWithoutAnyCheckpointIsAFullReplay) {
+  options_.partition.checkpoint_on_close = false;
+  options_.partition.checkpoint_interval = absl::ZeroDuration();
+  StartFresh();
+  std::map<std::string, Stored> model;
+  KeyValues kvs;
+  for (int i = 0; i < 300; ++i) kvs.emplace_back(absl::StrCat("k", i), absl::StrCat("v", i));
+  PutAll(*client_, kvs, &model);
+  Restart();
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  uint64_t replayed = 0;
+  for (const auto& s : st->partitions()) {
+    EXPECT_EQ(s.recovered_from_checkpoint(), 0u);
+    EXPECT_EQ(s.recovery_start_address(), 0u);
+    EXPECT_EQ(s.last_checkpoint_id(), 0u);
+    EXPECT_EQ(s.recovered_records(), s.keys());
+    replayed += s.recovered_records();
+  }
+  EXPECT_EQ(replayed, 300u);
+  ExpectStore(*client_, model, {});
+}
+
+TEST_F(ServerTest, CompactRemovesSegmentsAtTheRatioAndKeepsLatestValues) {
+  constexpr uint64_t kSegment = 256 << 10;
+  options_.partition.segment_size = kSegment;
+  options_.partition.compaction_dead_ratio = 2.0;  // never on its own
+  options_.partition.checkpoint_interval = absl::ZeroDuration();
+  StartFresh();
+  std::map<std::string, Stored> model;
+  std::vector<std::string> gone;
+  ASSERT_NO_FATAL_FAILURE(WriteColdAndHot(*client_, &model, &gone));
+
+  auto pre = client_->ListSegments();
+  ASSERT_THAT(pre, IsOk());
+  // Per partition: the sealed segments wholly dead, and those at least
+  // half dead but not wholly.
+  std::map<uint32_t, std::vector<v1::Segment>> whole, half;
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const std::vector<v1::Segment> sealed = SealedSegments(*pre, p);
+    ASSERT_GE(sealed.size(), 3u);
+    for (const v1::Segment& s : sealed) {
+      if (s.dead_ratio() == 1.0) {
+        whole[p].push_back(s);
+      } else if (s.dead_ratio() >= 0.5) {
+        half[p].push_back(s);
+      }
+    }
+    ASSERT_FALSE(whole[p].empty());
+    ASSERT_FALSE(half[p].empty());
+  }
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  std::vector<uint64_t> dead_before;
+  for (const auto& s : st->partitions()) {
+    EXPECT_EQ(s.max_segment_dead_ratio(), 1.0);
+    EXPECT_GT(s.dead_ratio(), 0.5);
+    EXPECT_EQ(s.segments_compacted(), 0u);
+    dead_before.push_back(s.dead_bytes());
+  }
+
+  // A ratio outside [0, 1] is refused and nothing happens.
+  for (double bad : {1.5, -0.1, std::nan("")}) {
+    auto r = client_->Compact(bad);
+    EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("min_dead_ratio")) << bad;
+  }
+  auto unchanged = client_->ListSegments();
+  ASSERT_THAT(unchanged, IsOk());
+  EXPECT_EQ(unchanged->DebugString(), pre->DebugString());
+  st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (const auto& s : st->partitions()) {
+    EXPECT_EQ(s.segments_compacted(), 0u);
+    EXPECT_EQ(s.bytes_reclaimed(), 0u);
+  }
+
+  // 1 takes only the wholly dead segments: nothing to relocate.
+  auto r1 = client_->Compact(1.0);
+  ASSERT_THAT(r1, IsOk());
+  ASSERT_EQ(r1->partitions_size(), 2);
+  auto post1 = client_->ListSegments();
+  ASSERT_THAT(post1, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const v1::PartitionCompaction& c = r1->partitions(p);
+    EXPECT_EQ(c.partition(), p);
+    EXPECT_EQ(c.segments_compacted(), whole[p].size());
+    EXPECT_EQ(c.records_relocated(), 0u);
+    uint64_t bytes = 0;
+    std::set<uint64_t> left = SegmentIds(*pre, p);
+    for (const v1::Segment& s : whole[p]) {
+      bytes += s.end_address() - s.id() * kSegment;  // the file's bytes
+      left.erase(s.id());
+    }
+    EXPECT_EQ(c.bytes_reclaimed(), bytes);
+    EXPECT_EQ(SegmentIds(*post1, p), left);
+  }
+
+  // 0.5 takes the rest at least half dead, moving their live records.
+  auto r2 = client_->Compact(0.5);
+  ASSERT_THAT(r2, IsOk());
+  ASSERT_EQ(r2->partitions_size(), 2);
+  auto post2 = client_->ListSegments();
+  ASSERT_THAT(post2, IsOk());
+  st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const v1::PartitionCompaction& c = r2->partitions(p);
+    EXPECT_EQ(c.partition(), p);
+    EXPECT_GE(c.segments_compacted(), half[p].size());
+    EXPECT_GT(c.records_relocated(), 0u);  // segment 0's cold keys
+    EXPECT_GT(c.bytes_reclaimed(), 0u);
+    const std::set<uint64_t> ids = SegmentIds(*post2, p);
+    for (const v1::Segment& s : half[p]) EXPECT_FALSE(ids.contains(s.id())) << s.id();
+    for (const v1::Segment& s : SealedSegments(*post2, p)) {
+      EXPECT_LT(s.dead_ratio(), 0.5) << s.id();
+    }
+    // Nothing compacts on its own here: the counters are the two calls'.
+    const v1::PartitionStatus& s = st->partitions(p);
+    EXPECT_EQ(s.segments_compacted(),
+              r1->partitions(p).segments_compacted() + c.segments_compacted());
+    EXPECT_EQ(s.bytes_reclaimed(), r1->partitions(p).bytes_reclaimed() + c.bytes_reclaimed());
+    EXPECT_EQ(s.records_relocated(),
+              r1->partitions(p).records_relocated() + c.records_relocated());
+    EXPECT_LT(s.max_segment_dead_ratio(), 0.5);
+    EXPECT_EQ(s.compaction_error(), "");
+    EXPECT_EQ(s.compaction_errors(), 0u);
+    EXPECT_FALSE(s.has_compacting_segment());
+    EXPECT_LT(s.dead_bytes(), dead_before[p]);
+  }
+  ExpectStore(*client_, model, gone);
+
+  // 0 takes any sealed segment with a dead byte.
+  auto r3 = client_->Compact(0.0);
+  ASSERT_THAT(r3, IsOk());
+  auto post3 = client_->ListSegments();
+  ASSERT_THAT(post3, IsOk());
+  for (const v1::Segment& s : post3->segments()) {
+    if (s.sealed()) {
+      EXPECT_EQ(s.dead_ratio(), 0.0) << s.partition() << "/" << s.id();
+    }
+  }
+  st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (const auto& s : st->partitions()) EXPECT_EQ(s.max_segment_dead_ratio(), 0.0);
+  ExpectStore(*client_, model, gone);
+
+  // What compaction left recovers the same store.
+  Restart();
+  ExpectStore(*client_, model, gone);
+  EXPECT_EQ(TotalKeys(), model.size());
+}
+
+TEST_F(ServerTest, RestartFromACheckpointTakenBeforeCompaction) {
+  options_.partition.segment_size = 256 << 10;
+  options_.partition.compaction_dead_ratio = 2.0;  // never on its own
+  options_.partition.checkpoint_interval = absl::ZeroDuration();
+  options_.partition.checkpoint_on_close = false;
+  StartFresh();
+  std::map<std::string, Stored> model;
+  std::vector<std::string> gone;
+  ASSERT_NO_FATAL_FAILURE(WriteColdAndHot(*client_, &model, &gone));
+  auto ck = client_->Checkpoint();
+  ASSERT_THAT(ck, IsOk());
+  // After the checkpoint: more deletes of cold keys (whose puts sit in
+  // segment 0) and one more round of the hot ones.
+  for (int i = 4; i < 8; ++i) {
+    const std::string k = absl::StrCat("cold/", i);
+    ASSERT_THAT(client_->Delete(k), IsOk());
+    model.erase(k);
+    gone.push_back(k);
+  }
+  KeyValues hot;
+  for (int j = 0; j < 16; ++j) {
+    const std::string k = absl::StrCat("hot/", j);
+    hot.emplace_back(k, RoundValue(k, 40));
+  }
+  PutAll(*client_, hot, &model);
+  auto r = client_->Compact(0.0);
+  ASSERT_THAT(r, IsOk());
+  auto segs = client_->ListSegments();
+  ASSERT_THAT(segs, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    EXPECT_GT(r->partitions(p).segments_compacted(), 0u);
+    EXPECT_GT(r->partitions(p).records_relocated(), 0u);
+    // The checkpoint's entries for the cold keys point into segment 0.
+    ASSERT_FALSE(SegmentIds(*segs, p).contains(0));
+  }
+  ExpectStore(*client_, model, gone);
+  auto before = client_->Status();
+  ASSERT_THAT(before, IsOk());
+
+  Restart();
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    const v1::PartitionStatus& s = st->partitions(p);
+    const v1::PartitionStatus& b = before->partitions(p);
+    EXPECT_EQ(s.recovered_from_checkpoint(), 1u);
+    EXPECT_EQ(s.recovery_start_address(), ck->partitions(p).covered_address());
+    EXPECT_GT(s.recovered_records(), 0u);  // the relocated records among them
+    EXPECT_EQ(s.keys(), b.keys());
+    EXPECT_EQ(s.next_version(), b.next_version());
+    EXPECT_EQ(s.live_bytes(), b.live_bytes());
+    EXPECT_TRUE(s.error().empty()) << s.error();
+  }
+  ExpectStore(*client_, model, gone);
+}
+
+TEST_F(ServerTest, CompactWithoutRatioUsesTheServersThreshold) {
+  options_.partition.segment_size = 256 << 10;
+  options_.partition.compaction_dead_ratio = 0.5;  // also compacts on its own
+  options_.partition.checkpoint_interval = absl::ZeroDuration();
+  StartFresh();
+  std::map<std::string, Stored> model;
+  // 150 cold keys fill segment 0 of each partition; overwriting every tenth
+  // leaves it about a tenth dead, under the threshold.
+  KeyValues cold, rewrite;
+  for (int i = 0; i < 150; ++i) {
+    const std::string k = absl::StrCat("cold/", i);
+    cold.emplace_back(k, RoundValue(k, 0));
+    if (i % 10 == 0) rewrite.emplace_back(k, RoundValue(k, 1));
+  }
+  PutAll(*client_, cold, &model);
+  PutAll(*client_, rewrite, &model);
+  for (int round = 0; round < 40; ++round) {
+    KeyValues hot;
+    for (int j = 0; j < 10; ++j) {
+      const std::string k = absl::StrCat("hot/", j);
+      hot.emplace_back(k, RoundValue(k, round));
+    }
+    PutAll(*client_, hot, &model);
+  }
+
+  auto r = client_->Compact(std::nullopt);
+  ASSERT_THAT(r, IsOk());
+  ASSERT_EQ(r->partitions_size(), 2);
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  auto segs = client_->ListSegments();
+  ASSERT_THAT(segs, IsOk());
+  std::map<uint32_t, std::vector<v1::Segment>> low;  // dead, under the threshold
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    EXPECT_EQ(r->partitions(p).partition(), p);
+    const v1::PartitionStatus& s = st->partitions(p);
+    // The hot segments were compacted, by this call or on the server's own.
+    EXPECT_GT(s.segments_compacted(), 0u);
+    EXPECT_GT(s.bytes_reclaimed(), 0u);
+    EXPECT_GE(s.segments_compacted(), r->partitions(p).segments_compacted());
+    EXPECT_GE(s.bytes_reclaimed(), r->partitions(p).bytes_reclaimed());
+    EXPECT_LT(s.max_segment_dead_ratio(), 0.5);
+    EXPECT_EQ(s.compaction_error(), "");
+    EXPECT_EQ(s.compaction_errors(), 0u);
+    for (const v1::Segment& seg : SealedSegments(*segs, p)) {
+      EXPECT_LT(seg.dead_ratio(), 0.5) << seg.id();
+      if (seg.dead_ratio() > 0) low[p].push_back(seg);
+    }
+    ASSERT_FALSE(low[p].empty());  // left alone: under the threshold
+  }
+
+  auto zero = client_->Compact(0.0);
+  ASSERT_THAT(zero, IsOk());
+  auto after = client_->ListSegments();
+  ASSERT_THAT(after, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    EXPECT_GE(zero->partitions(p).segments_compacted(), low[p].size());
+    EXPECT_GT(zero->partitions(p).records_relocated(), 0u);
+    const std::set<uint64_t> ids = SegmentIds(*after, p);
+    for (const v1::Segment& s : low[p]) EXPECT_FALSE(ids.contains(s.id())) << s.id();
+    for (const v1::Segment& s : SealedSegments(*after, p)) {
+      EXPECT_EQ(s.dead_ratio(), 0.0) << s.id();
+    }
+  }
+  ExpectStore(*client_, model, {});
+}
+
+TEST_F(ServerTest, CompactWithoutRatioDefaultsToHalfWhenAutomaticCompactionIsOff) {
+  options_.partition.segment_size = 256 << 10;
+  options_.partition.compaction_dead_ratio = 2;  // never on its own
+  options_.partition.checkpoint_interval = absl::ZeroDuration();
+  StartFresh();
+  std::map<std::string, Stored> model;
+  for (int round = 0; round < 40; ++round) {
+    KeyValues hot;
+    for (int j = 0; j < 10; ++j) {
+      const std::string k = absl::StrCat("hot/", j);
+      hot.emplace_back(k, RoundValue(k, round));
+    }
+    PutAll(*client_, hot, &model);
+  }
+  auto before = client_->Status();
+  ASSERT_THAT(before, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    ASSERT_GE(before->partitions(p).max_segment_dead_ratio(), 0.5) << p;
+    ASSERT_EQ(before->partitions(p).segments_compacted(), 0u) << p;
+  }
+  auto r = client_->Compact(std::nullopt);
+  ASSERT_THAT(r, IsOk());
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  for (uint32_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    EXPECT_GT(r->partitions(p).segments_compacted(), 0u);
+    EXPECT_LT(st->partitions(p).max_segment_dead_ratio(), 0.5);
+  }
 }
 
 // A raw unary call through the generic stub, for services whose client code
