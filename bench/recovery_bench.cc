@@ -60,6 +60,8 @@ ABSL_FLAG(uint64_t, compaction_segment_size, 16ull << 20,
           "segment size for the compaction phase");
 ABSL_FLAG(double, compaction_work_ratio, 1.0,
           "compaction pacing for the compacting side (segkvd's --compaction_work_ratio)");
+ABSL_FLAG(double, compaction_space_limit, 3.0,
+          "compaction space limit for the compacting side (segkvd's --compaction_space_limit)");
 ABSL_FLAG(int, rounds, 20, "alternating rounds of the compaction phase");
 ABSL_FLAG(std::string, phases, "restart,compaction", "phases to run");
 ABSL_FLAG(std::string, dir, "", "scratch directory (default: a fresh one under $TMPDIR or /tmp)");
@@ -320,6 +322,7 @@ CompactionResults RunCompaction(const std::string& root, const std::vector<std::
     o.durability = sw::Durability::kNone;
     o.checkpoint_interval = absl::ZeroDuration();
     o.compaction_work_ratio = absl::GetFlag(FLAGS_compaction_work_ratio);
+    o.compaction_space_limit = absl::GetFlag(FLAGS_compaction_space_limit);
     if (!compaction) o.compaction_dead_ratio = 2;
     auto p = sw::Partition::Open(o);
     Check(p.status(), "open");
@@ -419,10 +422,11 @@ int main(int argc, char** argv) {
   CompactionResults cr;
   if (run_compaction) {
     std::printf("compaction: %lu keys, %.1f random overwrites per key, %lu-byte segments, "
-                "work ratio %.2f, batches of 64 + Tick, %d alternating rounds\n",
+                "work ratio %.2f, space limit %.2f, batches of 64 + Tick, %d alternating rounds\n",
                 absl::GetFlag(FLAGS_compaction_keys), absl::GetFlag(FLAGS_overwrites_per_key),
                 absl::GetFlag(FLAGS_compaction_segment_size),
-                absl::GetFlag(FLAGS_compaction_work_ratio), absl::GetFlag(FLAGS_rounds));
+                absl::GetFlag(FLAGS_compaction_work_ratio),
+                absl::GetFlag(FLAGS_compaction_space_limit), absl::GetFlag(FLAGS_rounds));
     std::fflush(stdout);
     cr = RunCompaction(root + "/compaction", values);
     std::filesystem::remove_all(root + "/compaction");
