@@ -214,7 +214,11 @@ absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
   std::vector<Chunk> chunks;
   uint64_t count = 0;
   bool beyond = false;
-  std::vector<uint64_t> chained_buckets;  // buckets with an overflow chain
+  struct Chain {
+    uint64_t bucket;
+    uint32_t head;
+  };
+  std::vector<Chain> chains;  // buckets with an overflow chain
   for (uint64_t i = 0; i < g.num_buckets; i += kChunkBuckets) {
     chunks.emplace_back(static_cast<Bucket*>(AllocChunk()));
     Bucket* chunk = chunks.back().get();
@@ -227,7 +231,7 @@ absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
         count += a != 0;
         beyond |= a >= address_limit;
       }
-      if (b.overflow != 0) chained_buckets.push_back(i + j);
+      if (b.overflow != 0) chains.push_back(Chain{i + j, b.overflow});
     }
   }
   std::vector<NodeChunk> node_chunks;
@@ -251,11 +255,17 @@ absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
     return &node_chunks[i >> kNodeChunkBits][i & (kChunkNodes - 1)];
   };
   uint64_t chained = 0;
-  for (uint64_t i : chained_buckets) {
-    const Bucket* b = &chunks[i >> kChunkBits][i & (kChunkBuckets - 1)];
-    for (uint32_t ref = b->overflow; ref != 0; ref = node(ref)->next) {
+  // Chains are short and their nodes lie anywhere in the pool: walk them
+  // 32 at a time, their first nodes' loads started together.
+  for (size_t c = 0; c < chains.size(); ++c) {
+    if (c % 32 == 0) {
+      for (size_t k = c; k < std::min(c + 32, chains.size()); ++k) {
+        if (chains[k].head <= g.nodes_used) __builtin_prefetch(node(chains[k].head));
+      }
+    }
+    for (uint32_t ref = chains[c].head; ref != 0; ref = node(ref)->next) {
       if (ref > g.nodes_used || owned[ref]) {
-        return bad(absl::StrCat("bucket ", i, " has a broken overflow chain"));
+        return bad(absl::StrCat("bucket ", chains[c].bucket, " has a broken overflow chain"));
       }
       owned[ref] = true;
       const uint64_t a = node(ref)->address();

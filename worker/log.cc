@@ -660,26 +660,35 @@ absl::Status Log::DropCheckpoint(uint64_t id) {
   return fs_->SyncDir(options_.dir);
 }
 
-absl::Status Log::RemoveSegment(uint64_t id) {
-  if (id >= active_id_ || SegmentById(id) == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("segment ", id, " is not a sealed segment of this log"));
+absl::Status Log::RemoveSegment(uint64_t id) { return RemoveSegments({id}); }
+
+absl::Status Log::RemoveSegments(const std::vector<uint64_t>& ids) {
+  for (uint64_t id : ids) {
+    if (id >= active_id_ || SegmentById(id) == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("segment ", id, " is not a sealed segment of this log"));
+    }
   }
   std::vector<SegmentInfo> infos;
   for (const SegmentInfo& info : Segments()) {
-    if (info.id != id) infos.push_back(info);
+    if (std::find(ids.begin(), ids.end(), info.id) == ids.end()) infos.push_back(info);
   }
   if (absl::Status s = WriteManifest(infos); !s.ok()) return s;
-  // The manifest no longer lists it: after a crash from here on, Open()
-  // removes the file as an orphan.
-  segments_[id - first_id_].reset();
+  // The manifest no longer lists them: from here on, a file that survives
+  // (a failed unlink, or an unlink a crash undoes: the directory is not
+  // synced for it) is an orphan, which Open() removes.
+  for (uint64_t id : ids) segments_[id - first_id_].reset();
   while (!segments_.empty() && segments_.front() == nullptr) {
     segments_.erase(segments_.begin());
     ++first_id_;
   }
-  absl::Status s = fs_->Remove(PathOf(id));
-  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
-  return fs_->SyncDir(options_.dir);
+  for (uint64_t id : ids) {
+    absl::Status s = fs_->Remove(PathOf(id));
+    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) {
+      LOG(WARNING) << "removing " << PathOf(id) << " (no longer in the MANIFEST): " << s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::vector<SegmentInfo> Log::Segments() const {

@@ -113,9 +113,12 @@ class Log {
   // Removes checkpoint `id` from the manifest and deletes its file (one
   // that failed to load: it would only be tried again).
   absl::Status DropCheckpoint(uint64_t id);
-  // Deletes sealed segment `id` (not the active one): first the manifest
-  // stops listing it, then the file goes and the directory is synced.
-  // Anything that must outlive the segment must be durable before.
+  // Deletes sealed segments (not the active one): first one manifest
+  // write stops listing them, then the files are unlinked (a failure is
+  // logged: the file is an orphan the next Open() removes; the directory
+  // is not synced for the unlinks, for the same reason). Anything that
+  // must outlive the segments must be durable before.
+  absl::Status RemoveSegments(const std::vector<uint64_t>& ids);
   absl::Status RemoveSegment(uint64_t id);
   std::string dir() const { return options_.dir; }
   FileSystem* fs() const { return fs_; }

@@ -675,6 +675,11 @@ absl::Status Partition::Tick() {
   const uint64_t written = appended_bytes_ - appended_at_last_step_;
   appended_at_last_step_ = appended_bytes_;
   const bool idle = written == 0;
+  if (!finishing_.empty() && absl::Now() >= compaction_retry_at_) {
+    // Compacted segments whose copies the log has since synced go; an
+    // idle Tick syncs for the rest.
+    if (absl::Status s = RemoveFinished(/*force=*/idle); !s.ok()) CompactionFailed(s);
+  }
   const double step = static_cast<double>(options_.compaction_min_step);
   double ratio = options_.compaction_work_ratio;
   // Looking for a victim and measuring the space amplification walk every
@@ -717,24 +722,26 @@ absl::Status Partition::Tick() {
     uint64_t scanned = 0;
     absl::Status s = CompactionStep(budget, &scanned);
     compaction_credit_ = std::max(0.0, compaction_credit_ - static_cast<double>(scanned));
-    if (!s.ok()) {
-      ++compaction_.errors;
-      compaction_.last_error = std::string(s.message());
-      compaction_.last_error_code = s.code();
-      compaction_retry_at_ = absl::Now() + absl::Seconds(1);
-      forced_ratio_.reset();  // a forced pass ends here; the caller sees the error
-      LOG_EVERY_N(ERROR, 10) << "partition " << options_.partition_id
-                             << " compaction: " << s;
-    }
+    if (!s.ok()) CompactionFailed(s);
   }
   return sync;
+}
+
+void Partition::CompactionFailed(const absl::Status& s) {
+  ++compaction_.errors;
+  compaction_.last_error = std::string(s.message());
+  compaction_.last_error_code = s.code();
+  compaction_retry_at_ = absl::Now() + absl::Seconds(1);
+  forced_ratio_.reset();  // a forced pass ends here; the caller sees the error
+  LOG_EVERY_N(ERROR, 10) << "partition " << options_.partition_id << " compaction: " << s;
 }
 
 bool Partition::HasBackgroundWork() const {
   if (closed_) return false;
   if (forced_ratio_.has_value() ||
-      ((victim_.has_value() || (options_.compaction_dead_ratio <= 1.0 &&
-                                PickVictim(options_.compaction_dead_ratio).has_value())) &&
+      ((victim_.has_value() || !finishing_.empty() ||
+        (options_.compaction_dead_ratio <= 1.0 &&
+         PickVictim(options_.compaction_dead_ratio).has_value())) &&
        absl::Now() >= compaction_retry_at_)) {
     return log_->failure().ok();
   }
@@ -747,6 +754,11 @@ bool Partition::HasBackgroundWork() const {
 absl::Status Partition::Close() {
   if (closed_) return absl::OkStatus();
   while (ckpt_ != nullptr) AdvanceCheckpoint(/*wait=*/true);
+  if (absl::Status s = RemoveFinished(/*force=*/true); !s.ok()) {
+    // The segments stay; the next open compacts them again (all dead).
+    LOG(WARNING) << "partition " << options_.partition_id
+                 << ": compacted segments not deleted at close: " << s;
+  }
   const bool written = next_version_ > 1;  // ever, by anyone
   if (options_.checkpoint_on_close && written && log_->failure().ok() &&
       log_->tail() != checkpointed_tail_) {
@@ -902,6 +914,10 @@ std::optional<uint64_t> Partition::PickVictim(double min_ratio) const {
   const uint64_t oldest = segments.empty() ? 0 : segments.front().id;
   for (const SegmentInfo& info : segments) {
     if (!info.sealed || bad_segments_.contains(info.id)) continue;
+    if (std::any_of(finishing_.begin(), finishing_.end(),
+                    [&](const Finishing& f) { return f.id == info.id; })) {
+      continue;  // compacted already, waiting to be deleted
+    }
     const SegmentUsage u = info.id < usage_.size() ? usage_[info.id] : SegmentUsage{};
     uint64_t kept = u.live_bytes + (info.id > oldest ? u.tombstone_bytes : 0);
     kept = std::min(kept, u.total_bytes);
@@ -927,12 +943,14 @@ absl::Status Partition::Compact(double min_dead_ratio) {
   StartCompaction(min_dead_ratio);
   while (compaction_running()) {
     if (absl::Status s = CompactionStep(UINT64_MAX); !s.ok()) {
-      forced_ratio_.reset();
-      ++compaction_.errors;
-      compaction_.last_error = std::string(s.message());
-      compaction_.last_error_code = s.code();
+      CompactionFailed(s);
       return s;
     }
+  }
+  // Also segments automatic compaction finished earlier.
+  if (absl::Status s = RemoveFinished(/*force=*/true); !s.ok()) {
+    CompactionFailed(s);
+    return s;
   }
   return absl::OkStatus();
 }
@@ -942,8 +960,12 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
   if (!victim_.has_value()) {
     victim_ = PickVictim(forced_ratio_.value_or(options_.compaction_dead_ratio));
     if (!victim_.has_value()) {
-      forced_ratio_.reset();  // the pass is over
-      return absl::OkStatus();
+      if (!forced_ratio_.has_value()) return absl::OkStatus();
+      // A forced pass is over once every segment it (or automatic
+      // compaction before it) compacted is deleted.
+      absl::Status s = RemoveFinished(/*force=*/true);
+      forced_ratio_.reset();
+      return s;
     }
     victim_offset_ = format::kSegmentHeaderSize;
     compaction_.current = victim_;
@@ -1053,15 +1075,36 @@ absl::Status Partition::FinishVictim() {
   for (const SegmentInfo& info : log_->Segments()) {
     if (info.id == id) bytes = info.end_offset;
   }
-  // The copies must be durable before the manifest forgets the original.
-  if (absl::Status s = log_->Sync(); !s.ok()) return s;
-  if (absl::Status s = log_->RemoveSegment(id); !s.ok()) return s;
-  if (id < usage_.size()) usage_[id] = SegmentUsage{};
-  ++compaction_.segments_compacted;
-  compaction_.bytes_reclaimed += bytes;
+  finishing_.push_back(Finishing{id, log_->tail(), bytes});
   victim_.reset();
   compaction_.current.reset();
   look_now_ = true;  // the next victim may be waiting
+  // A forced pass finishes now; otherwise the log's own next sync (each
+  // batch under `always`, every max_unsynced_bytes otherwise, or the
+  // first idle Tick) makes the copies durable, saving an fdatasync per
+  // segment.
+  return RemoveFinished(/*force=*/forced_ratio_.has_value());
+}
+
+absl::Status Partition::RemoveFinished(bool force) {
+  if (finishing_.empty()) return absl::OkStatus();
+  // The copies must be durable before the manifest forgets the original.
+  if (force && log_->synced() < finishing_.back().durable_at) {
+    if (absl::Status s = log_->Sync(); !s.ok()) return s;
+  }
+  std::vector<uint64_t> ids;
+  for (const Finishing& f : finishing_) {
+    if (f.durable_at <= log_->synced()) ids.push_back(f.id);
+  }
+  if (ids.empty()) return absl::OkStatus();
+  if (absl::Status s = log_->RemoveSegments(ids); !s.ok()) return s;
+  std::erase_if(finishing_, [&](const Finishing& f) {
+    if (f.durable_at > log_->synced()) return false;
+    if (f.id < usage_.size()) usage_[f.id] = SegmentUsage{};
+    ++compaction_.segments_compacted;
+    compaction_.bytes_reclaimed += f.bytes;
+    return true;
+  });
   return absl::OkStatus();
 }
 

@@ -321,7 +321,15 @@ class Partition {
   // it is still needed.
   absl::Status RelocateRecord(uint64_t address, uint32_t fp, const RecordHeader& h,
                               absl::string_view rec);
+  // The victim is scanned: it waits in finishing_ until its copies are
+  // durable, then RemoveFinished() deletes it.
   absl::Status FinishVictim();
+  // Deletes the finished victims whose copies are durable; with `force`,
+  // syncs the log first so all of them are.
+  absl::Status RemoveFinished(bool force);
+  // Counts and reports a failed compaction step, ends a forced pass and
+  // pauses automatic compaction for a second.
+  void CompactionFailed(const absl::Status& s);
   bool HasOlderSegment(uint64_t id) const;
   absl::Status ReplayRecords(absl::Span<const Log::ScannedRecord> records);
   absl::Status ReplayRecord(uint32_t fp, const Log::ScannedRecord& rec);
@@ -356,6 +364,12 @@ class Partition {
 
   std::optional<double> forced_ratio_;  // a Compact()/StartCompaction pass
   std::optional<uint64_t> victim_;      // segment being compacted
+  struct Finishing {
+    uint64_t id;
+    uint64_t durable_at;  // the log tail when its scan ended
+    uint64_t bytes;       // its file size
+  };
+  std::vector<Finishing> finishing_;  // scanned, awaiting a log sync
   uint64_t victim_offset_ = 0;          // next record to look at in it
   uint64_t tail_at_last_step_ = 0;
   uint64_t appended_bytes_ = 0;         // foreground record bytes, for pacing

@@ -187,14 +187,17 @@ TEST_F(CompactionTest, CompactDeletesMostlyDeadSegments) {
     EXPECT_FALSE(HasSegment(*p_, id));
   }
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
-  // And a crash: the deletions were durable.
+  // And a crash: the MANIFEST no longer lists them (durably); a file whose
+  // unlink the crash undid (the directory is not synced for it) is an
+  // orphan the next open deletes.
   ASSERT_THAT(p_->Close(), IsOk());
   p_.reset();
   fs_.Crash(3);
+  ASSERT_NO_FATAL_FAILURE(Reopen());
   for (uint64_t id : victims) {
+    EXPECT_FALSE(HasSegment(*p_, id));
     EXPECT_FALSE(fs_.Exists(SegmentPath(id)));
   }
-  ASSERT_NO_FATAL_FAILURE(Reopen());
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
@@ -432,6 +435,55 @@ TEST_F(CompactionTest, DamagedVictimIsLeftAloneReportedAndSkipped) {
   EXPECT_TRUE(HasSegment(*p_, 0));
   EXPECT_FALSE(HasSegment(*p_, 1));
   EXPECT_EQ(p_->Stats().compaction.errors, 1u);
+}
+
+// Automatic compaction does not sync the log for each segment it finishes:
+// the segment stays (listed, on disk) until the log's own next sync has
+// made the copies durable. A crash before that loses the copies, not data.
+TEST_F(CompactionTest, CompactedSegmentIsDeletedOnlyOnceItsCopiesAreDurable) {
+  o_.compaction_dead_ratio = 0.5;
+  o_.compaction_min_step = 512;
+  o_.compaction_work_ratio = 100;  // one busy Tick scans a whole segment
+  o_.compaction_space_limit = 0;
+  for (bool crash : {true, false}) {
+    SCOPED_TRACE(crash ? "crash before the sync" : "the next write syncs");
+    o_.dir = absl::StrCat(::segkv::worker::testing::kDir, crash ? "-crash" : "-sync");
+    p_.reset();
+    model_.clear();
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+    for (int i = 0; i < 5; ++i) ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+    ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(3, "hot"));
+    ASSERT_GE(p_->DeadRatio(0), 0.5);
+    // durability=always: this put is synced; the Tick after it relocates
+    // segment 0's live records past the synced address.
+    uint64_t ticks = 0;
+    while (p_->Stats().compaction.records_relocated == 0 || p_->compaction_running()) {
+      ASSERT_NO_FATAL_FAILURE(Put("hot"));
+      ASSERT_THAT(p_->Tick(), IsOk());
+      ASSERT_LT(++ticks, 1000u);
+    }
+    const PartitionStats st = p_->Stats();
+    ASSERT_LT(st.synced_address, st.tail_address) << "the copies were synced already";
+    // (Wholly dead segments 1 and 2 went first, each deleted after the
+    // next put's sync; segment 0, with live records, went last.)
+    EXPECT_TRUE(HasSegment(*p_, 0)) << "deleted before its copies were durable";
+    EXPECT_TRUE(fs_.Exists(SegmentPath(0)));
+    if (crash) {
+      fs_.KillAfterOps(0);  // the process dies: Close() writes nothing more
+      p_.reset();
+      fs_.Crash(7, /*keep_unsynced=*/false);
+      ASSERT_NO_FATAL_FAILURE(Reopen());
+      EXPECT_TRUE(HasSegment(*p_, 0));
+    } else {
+      ASSERT_NO_FATAL_FAILURE(Put("hot"));  // syncs the copies too
+      ASSERT_THAT(p_->Tick(), IsOk());
+      EXPECT_FALSE(HasSegment(*p_, 0));
+      EXPECT_EQ(p_->Stats().compaction.segments_compacted,
+                st.compaction.segments_compacted + 1);
+    }
+    ASSERT_NO_FATAL_FAILURE(ExpectModel());
+    ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+  }
 }
 
 TEST_F(CompactionTest, TickCompactsOnItsOwnAtTheConfiguredRatio) {
