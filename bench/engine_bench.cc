@@ -154,6 +154,9 @@ sw::PartitionOptions SegkvOptions(const std::string& dir, sw::Durability d) {
   o.dir = dir;
   o.segment_size = absl::GetFlag(FLAGS_segment_size);
   o.durability = d;
+  // The replay figure below is a full replay of the log: no checkpoint.
+  o.checkpoint_on_close = false;
+  o.checkpoint_interval = absl::ZeroDuration();
   return o;
 }
 

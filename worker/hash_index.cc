@@ -12,14 +12,29 @@
 
 namespace segkv::worker {
 
-void HashIndex::ChunkDeleter::operator()(void* p) const { ::munmap(p, kChunkBytes); }
+void HashIndex::FreeChunk(void* p, size_t bytes) { ::munmap(p, bytes); }
 
-void* HashIndex::AllocChunk() {
-  static_assert(kChunkBuckets * sizeof(Bucket) == kChunkBytes);
-  static_assert(kChunkNodes * sizeof(Node) == kChunkBytes);
-  void* p = ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
+void* HashIndex::AllocChunk(size_t bytes, bool huge) {
+  static_assert(kChunkBuckets * sizeof(Bucket) == kBucketChunkBytes);
+  static_assert(kChunkNodes * sizeof(Node) == kNodeChunkBytes);
+  // Map twice the size and keep the aligned middle, so a 2 MiB chunk can
+  // be one huge page where transparent huge pages are enabled (even in
+  // "madvise" mode).
+  const size_t span = 2 * bytes;
+  void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (start + bytes - 1) & ~(uintptr_t{bytes} - 1);
+  if (aligned > start) ::munmap(raw, aligned - start);
+  if (aligned + bytes < start + span) {
+    ::munmap(reinterpret_cast<void*>(aligned + bytes), start + span - aligned - bytes);
+  }
+  void* p = reinterpret_cast<void*>(aligned);
+  if (huge) ::madvise(p, bytes, MADV_HUGEPAGE);  // advice: failure is harmless
+  // Fault it in now, not on first use.
+  if (::madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
+    std::memset(p, 0, bytes);  // kernels before 5.14
+  }
   return p;  // anonymous memory is zero
 }
 
@@ -34,7 +49,7 @@ void HashIndex::Clear() {
   level_ = kInitialLevel;
   split_ = 0;
   num_buckets_ = uint64_t{1} << kInitialLevel;
-  chunks_.emplace_back(static_cast<Bucket*>(AllocChunk()));
+  chunks_.emplace_back(NewBucketChunk());
   low_mask_ = (uint64_t{1} << level_) - 1;
   high_mask_ = (uint64_t{1} << (level_ + 1)) - 1;
 }
@@ -57,7 +72,7 @@ uint32_t HashIndex::AllocNode() {
     return ref;
   }
   if ((nodes_used_ & (kChunkNodes - 1)) == 0) {
-    node_chunks_.emplace_back(static_cast<Node*>(AllocChunk()));
+    node_chunks_.emplace_back(NewNodeChunk());
   }
   return static_cast<uint32_t>(++nodes_used_);
 }
@@ -121,7 +136,7 @@ void HashIndex::SplitOne() {
   const uint64_t to = split_ + (uint64_t{1} << level_);
   const uint32_t bit = uint32_t{1} << level_;
   if ((to >> kChunkBits) >= chunks_.size()) {
-    chunks_.emplace_back(static_cast<Bucket*>(AllocChunk()));
+    chunks_.emplace_back(NewBucketChunk());
   }
 
   // Take every entry out of the chain being split, freeing its nodes, then
@@ -220,7 +235,7 @@ absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
   };
   std::vector<Chain> chains;  // buckets with an overflow chain
   for (uint64_t i = 0; i < g.num_buckets; i += kChunkBuckets) {
-    chunks.emplace_back(static_cast<Bucket*>(AllocChunk()));
+    chunks.emplace_back(NewBucketChunk());
     Bucket* chunk = chunks.back().get();
     const uint64_t n = std::min(kChunkBuckets, g.num_buckets - i);
     take(chunk, n * sizeof(Bucket));
@@ -236,7 +251,7 @@ absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
   }
   std::vector<NodeChunk> node_chunks;
   for (uint64_t i = 0; i < g.nodes_used; i += kChunkNodes) {
-    node_chunks.emplace_back(static_cast<Node*>(AllocChunk()));
+    node_chunks.emplace_back(NewNodeChunk());
     take(node_chunks.back().get(), std::min(kChunkNodes, g.nodes_used - i) * sizeof(Node));
   }
   std::vector<uint32_t> free(g.free_nodes);

@@ -186,19 +186,25 @@ class HashIndex {
   uint64_t entries_moved() const { return entries_moved_; }
 
  private:
-  static constexpr int kChunkBits = 14;  // 16 Ki buckets = 1 MiB per chunk
+  // Bucket chunks are 2 MiB, aligned, so the kernel can back each with one
+  // huge page: random lookups then miss the TLB far less (and loading a
+  // checkpoint faults in 512x fewer pages). Overflow nodes are fewer and
+  // looked at less often: 1 MiB chunks of small pages.
+  static constexpr int kChunkBits = 15;  // 32 Ki buckets = 2 MiB per chunk
   static constexpr uint64_t kChunkBuckets = uint64_t{1} << kChunkBits;
   static constexpr int kNodeChunkBits = 16;  // 64 Ki nodes = 1 MiB per chunk
   static constexpr uint64_t kChunkNodes = uint64_t{1} << kNodeChunkBits;
-  static constexpr size_t kChunkBytes = size_t{1} << 20;
+  static constexpr size_t kBucketChunkBytes = size_t{2} << 20;
+  static constexpr size_t kNodeChunkBytes = size_t{1} << 20;
   static constexpr int kInitialLevel = 4;
   static constexpr int kMaxLevel = 32;  // all fingerprint bits in use
 
+  template <size_t kBytes>
   struct ChunkDeleter {
-    void operator()(void* p) const;
+    void operator()(void* p) const { FreeChunk(p, kBytes); }
   };
-  using Chunk = std::unique_ptr<Bucket[], ChunkDeleter>;
-  using NodeChunk = std::unique_ptr<Node[], ChunkDeleter>;
+  using Chunk = std::unique_ptr<Bucket[], ChunkDeleter<kBucketChunkBytes>>;
+  using NodeChunk = std::unique_ptr<Node[], ChunkDeleter<kNodeChunkBytes>>;
 
   Bucket* BucketAt(uint64_t i) const {
     return &chunks_[i >> kChunkBits][i & (kChunkBuckets - 1)];
@@ -214,10 +220,18 @@ class HashIndex {
   }
   Bucket* Home(uint32_t fp) const { return BucketAt(HomeIndex(fp)); }
 
-  // A zeroed kChunkBytes chunk, mapped and populated up front: under
-  // virtualisation a first touch per page costs microseconds, which would
-  // otherwise land on whichever request or restart touches it first.
-  static void* AllocChunk();
+  // A zeroed chunk of `bytes` (a power of two), aligned to its size,
+  // mapped and populated up front: under virtualisation a first touch per
+  // page costs microseconds, which would otherwise land on whichever
+  // request or restart touches it first. `huge`: ask for huge pages.
+  static void* AllocChunk(size_t bytes, bool huge);
+  static void FreeChunk(void* p, size_t bytes);
+  static Bucket* NewBucketChunk() {
+    return static_cast<Bucket*>(AllocChunk(kBucketChunkBytes, /*huge=*/true));
+  }
+  static Node* NewNodeChunk() {
+    return static_cast<Node*>(AllocChunk(kNodeChunkBytes, /*huge=*/false));
+  }
   uint32_t AllocNode();
   // Places an entry in bucket `index`'s chain without touching count_.
   void Place(uint64_t index, uint32_t fp, uint64_t address);

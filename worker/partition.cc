@@ -812,7 +812,11 @@ void Partition::AdvanceCheckpoint(bool wait) {
           absl::StrCat("cannot map ", job->want, " bytes for a checkpoint"));
     }
     // Everything the checkpoint covers must be durable before it exists.
-    if (s.ok()) s = log_->Sync();
+    if (s.ok()) {
+      const absl::Time t0 = absl::Now();
+      s = log_->Sync();
+      ckpt_stats_.last_sync_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+    }
     if (!s.ok()) {
       {
         absl::MutexLock l(&job->mu);

@@ -146,6 +146,7 @@ struct CheckpointStats {
   uint64_t failed = 0;  // attempts that failed since open
   std::optional<CheckpointInfo> last;  // newest in the manifest
   double last_copy_ms = 0;       // the worker's stall copying the index
+  double last_sync_ms = 0;       // its fdatasync of the log just before
   double last_write_seconds = 0; // background write, fsync, rename
   std::string last_error;
 };
