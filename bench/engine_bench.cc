@@ -40,6 +40,7 @@
 #include "rocksdb/write_batch.h"
 #include "worker/manifest.h"
 #include "worker/partition.h"
+#include "bench/bench_util.h"
 
 ABSL_FLAG(uint64_t, keys, 1000000, "number of distinct keys");
 ABSL_FLAG(int, key_size, 16, "key size in bytes (>= 12)");
@@ -53,27 +54,11 @@ ABSL_FLAG(uint64_t, segment_size, 128ull << 20, "segkv segment size");
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using segkv::bench::Clock;
+using segkv::bench::KeyMaker;
+using segkv::bench::Ratio;
+using segkv::bench::Seconds;
 namespace sw = segkv::worker;
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-// Key i is "key" + 12 decimal digits, padded with '.' to the key size. Keys
-// are formatted on the fly (into a reused buffer) rather than looked up in
-// a table, so the driver adds no cache miss of its own to either engine.
-class KeyMaker {
- public:
-  explicit KeyMaker(int size) : buf_(size, '.') { std::memcpy(buf_.data(), "key", 3); }
-  const std::string& operator()(uint64_t i) {
-    for (int d = 14; d >= 3; --d, i /= 10) buf_[d] = static_cast<char>('0' + i % 10);
-    return buf_;
-  }
-
- private:
-  std::string buf_;
-};
 
 struct Workload {
   uint64_t n = 0;
@@ -325,10 +310,6 @@ Results RunRocksdb(const Workload& w, const std::string& dir) {
   return r;
 }
 
-std::string Ratio(double a, double b) {
-  return b > 0 && a > 0 ? absl::StrFormat("%.2fx", a / b) : "-";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -343,11 +324,8 @@ int main(int argc, char** argv) {
   std::string root = absl::GetFlag(FLAGS_dir);
   bool cleanup = false;
   if (root.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string base = tmp != nullptr ? tmp : "/tmp";
-    std::string tmpl = base + "/segkv-engine-bench-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) Die("mkdtemp failed");
-    root = tmpl;
+    root = segkv::bench::MakeScratchDir("segkv-engine-bench");
+    if (root.empty()) Die("cannot make a scratch directory");
     cleanup = true;
   }
 

@@ -46,6 +46,7 @@
 #include "absl/time/time.h"
 #include "worker/manifest.h"
 #include "worker/partition.h"
+#include "bench/bench_util.h"
 
 ABSL_FLAG(uint64_t, keys, 10000000, "keys for the restart phase");
 ABSL_FLAG(int, key_size, 16, "key size in bytes (>= 15)");
@@ -69,12 +70,11 @@ ABSL_FLAG(bool, json, false, "print one JSON object with every figure as the las
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using segkv::bench::Clock;
+using segkv::bench::KeyMaker;
+using segkv::bench::Ratio;
+using segkv::bench::Seconds;
 namespace sw = segkv::worker;
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
 
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "recovery_bench: %s\n", what.c_str());
@@ -85,18 +85,6 @@ void Check(const absl::Status& s, const char* what) {
   if (!s.ok()) Die(absl::StrFormat("%s: %s", what, s.ToString()));
 }
 
-// Key i is "key" + 12 decimal digits, padded with '.' to the key size.
-class KeyMaker {
- public:
-  explicit KeyMaker(int size) : buf_(size, '.') { std::memcpy(buf_.data(), "key", 3); }
-  const std::string& operator()(uint64_t i) {
-    for (int d = 14; d >= 3; --d, i /= 10) buf_[d] = static_cast<char>('0' + i % 10);
-    return buf_;
-  }
-
- private:
-  std::string buf_;
-};
 
 std::vector<std::string> ValuePool(int size) {
   std::mt19937_64 rng(7);
@@ -369,10 +357,6 @@ CompactionResults RunCompaction(const std::string& root, const std::vector<std::
   return r;
 }
 
-std::string Ratio(double a, double b) {
-  return b > 0 && a > 0 ? absl::StrFormat("%.2fx", a / b) : "-";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -386,10 +370,8 @@ int main(int argc, char** argv) {
   std::string root = absl::GetFlag(FLAGS_dir);
   bool cleanup = false;
   if (root.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp != nullptr ? tmp : "/tmp") + "/segkv-recovery-bench-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) Die("mkdtemp failed");
-    root = tmpl;
+    root = segkv::bench::MakeScratchDir("segkv-recovery-bench");
+    if (root.empty()) Die("cannot make a scratch directory");
     cleanup = true;
   }
   const std::vector<std::string> values = ValuePool(absl::GetFlag(FLAGS_value_size));
