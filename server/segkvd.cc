@@ -76,11 +76,11 @@ int main(int argc, char** argv) {
   if (o.partition.checkpoint_interval < absl::ZeroDuration() ||
       o.partition.checkpoints_to_keep < 1 ||
       !(o.partition.compaction_dead_ratio >= 0) ||
-      !(o.partition.compaction_work_ratio > 0) ||
+      !(o.partition.compaction_work_ratio > 0 && o.partition.compaction_work_ratio <= 1000) ||
       !(o.partition.compaction_space_limit == 0 || o.partition.compaction_space_limit > 1)) {
     std::fprintf(stderr,
                  "segkvd: --checkpoint_interval must be >= 0, --checkpoints_to_keep >= 1, "
-                 "--compaction_dead_ratio >= 0, --compaction_work_ratio > 0 and "
+                 "--compaction_dead_ratio >= 0, --compaction_work_ratio in (0, 1000] and "
                  "--compaction_space_limit 0 or > 1\n");
     return 2;
   }

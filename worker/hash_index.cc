@@ -200,8 +200,7 @@ void HashIndex::CopyImage(char* out) const {
   }
 }
 
-absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
-                                  uint64_t address_limit, uint32_t* crc) {
+absl::Status HashIndex::CheckGeometry(const Geometry& g, uint64_t image_size) {
   auto bad = [](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("index image: ", why));
   };
@@ -213,11 +212,19 @@ absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
   if (g.nodes_used > UINT32_MAX || g.free_nodes > g.nodes_used) {
     return bad("inconsistent overflow node counts");
   }
-  if (image.size() != g.num_buckets * sizeof(Bucket) +
-                          g.nodes_used * sizeof(Node) +
-                          g.free_nodes * sizeof(uint32_t)) {
+  if (image_size != g.num_buckets * sizeof(Bucket) + g.nodes_used * sizeof(Node) +
+                        g.free_nodes * sizeof(uint32_t)) {
     return bad("size does not match the geometry");
   }
+  return absl::OkStatus();
+}
+
+absl::Status HashIndex::LoadImage(const Geometry& g, absl::string_view image,
+                                  uint64_t address_limit, uint32_t* crc) {
+  auto bad = [](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("index image: ", why));
+  };
+  if (absl::Status s = CheckGeometry(g, image.size()); !s.ok()) return s;
   const char* in = image.data();
   // CRC, then copy (the source is now in cache), then check the copy (now
   // in cache too), one chunk at a time.

@@ -172,6 +172,9 @@ class HashIndex {
   // left as it was. In one pass over the image, chunk by chunk while it is
   // in cache: extends *crc (if given) over the image bytes, copies them and
   // checks them, so a large image is read from memory once.
+  // DATA_LOSS unless `g` is a consistent geometry with an image of
+  // `image_size` bytes (LoadImage checks this first, before reading).
+  static absl::Status CheckGeometry(const Geometry& g, uint64_t image_size);
   absl::Status LoadImage(const Geometry& g, absl::string_view image,
                          uint64_t address_limit = UINT64_MAX, uint32_t* crc = nullptr);
 

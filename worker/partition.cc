@@ -123,12 +123,13 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
     return absl::InvalidArgumentError("sync interval must be positive");
   }
   if (options.checkpoints_to_keep < 1 || !(options.compaction_dead_ratio >= 0) ||
-      !(options.compaction_work_ratio > 0) ||
+      !(options.compaction_work_ratio > 0 && options.compaction_work_ratio <= 1000) ||
+      options.compaction_min_step == 0 ||
       !(options.compaction_space_limit == 0 || options.compaction_space_limit > 1) ||
       options.checkpoint_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "checkpoints_to_keep must be >= 1, compaction ratios >= 0 (work > 0), "
-        "compaction space limit 0 or > 1, checkpoint interval >= 0");
+        "checkpoints_to_keep must be >= 1, compaction ratios >= 0 (work in (0, 1000]), "
+        "compaction min step > 0, space limit 0 or > 1, checkpoint interval >= 0");
   }
   std::unique_ptr<Partition> p(new Partition(options));
   if (absl::Status s = p->Recover(); !s.ok()) return s;
@@ -248,10 +249,16 @@ absl::Status Partition::LoadCheckpoint(const CheckpointInfo& info) {
         path, " belongs to partition ", h.partition, " with ", h.segment_size,
         "-byte segments"));
   }
+  // With the geometry consistent, LoadImage reads (and CRCs) the whole
+  // image whatever it then finds, so a CRC mismatch is reported as such.
+  if (absl::Status s = HashIndex::CheckGeometry(h.geometry, ckpt->image.size()); !s.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+  }
   uint32_t crc = 0;
   absl::Status loaded = index_.LoadImage(h.geometry, ckpt->image, h.covered_address, &crc);
   crc = crc32c::Extend(crc, ckpt->usage_bytes.data(), ckpt->usage_bytes.size());
   if (crc != ckpt->stored_crc) {
+    index_.Clear();  // nothing unverified stays behind
     return absl::DataLossError(absl::StrCat("checkpoint ", path, ": body CRC mismatch"));
   }
   if (!loaded.ok()) return absl::DataLossError(absl::StrCat(path, ": ", loaded.message()));
@@ -675,7 +682,7 @@ absl::Status Partition::Tick() {
   const uint64_t written = appended_bytes_ - appended_at_last_step_;
   appended_at_last_step_ = appended_bytes_;
   const bool idle = written == 0;
-  if (!finishing_.empty() && absl::Now() >= compaction_retry_at_) {
+  if (!finishing_.empty() && log_->failure().ok() && absl::Now() >= compaction_retry_at_) {
     // Compacted segments whose copies the log has since synced go; an
     // idle Tick syncs for the rest.
     if (absl::Status s = RemoveFinished(/*force=*/idle); !s.ok()) CompactionFailed(s);
@@ -733,6 +740,11 @@ void Partition::CompactionFailed(const absl::Status& s) {
   compaction_.last_error_code = s.code();
   compaction_retry_at_ = absl::Now() + absl::Seconds(1);
   forced_ratio_.reset();  // a forced pass ends here; the caller sees the error
+  // The victim is let go too (so compaction_running() turns false): what it
+  // relocated so far stays relocated, and a later pass rescans it from the
+  // start, skipping those records as dead.
+  victim_.reset();
+  compaction_.current.reset();
   LOG_EVERY_N(ERROR, 10) << "partition " << options_.partition_id << " compaction: " << s;
 }
 

@@ -31,6 +31,7 @@ using ::segkv::worker::testing::CheckpointFiles;
 using ::segkv::worker::testing::Dump;
 using ::segkv::worker::testing::DumpAll;
 using ::segkv::worker::testing::ExpectContents;
+using ::segkv::worker::testing::FilesIn;
 using ::segkv::worker::testing::FullReplayDump;
 using ::segkv::worker::testing::IsOk;
 using ::segkv::worker::testing::SegmentPath;
@@ -484,6 +485,56 @@ TEST_F(CompactionTest, CompactedSegmentIsDeletedOnlyOnceItsCopiesAreDurable) {
     ASSERT_NO_FATAL_FAILURE(ExpectModel());
     ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
   }
+}
+
+// A forced pass (Admin.Compact's path: StartCompaction + Tick) that hits
+// an error ends, with the error counted and kept, rather than retrying the
+// same victim every second while the caller waits.
+TEST_F(CompactionTest, ForcedPassThatFailsEndsAndKeepsTheError) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(4, "hot"));
+  ASSERT_THAT(p_->Sync(), IsOk());
+  uint64_t used = 0;
+  for (const std::string& name : FilesIn(&fs_, ::segkv::worker::testing::kDir, "", "")) {
+    used += fs_.Contents(std::string(::segkv::worker::testing::kDir) + "/" + name).size();
+  }
+  fs_.SetCapacity(used);  // the disk is full: relocations cannot be written
+  p_->StartCompaction(0);
+  int ticks = 0;
+  while (p_->compaction_running()) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(++ticks, 1000) << "the failed pass never ended";
+  }
+  const CompactionStats c = p_->Stats().compaction;
+  EXPECT_EQ(c.errors, 1u);
+  EXPECT_EQ(c.last_error_code, absl::StatusCode::kResourceExhausted) << c.last_error;
+  EXPECT_FALSE(c.current.has_value());
+  // With space back, the same pass succeeds and nothing was lost.
+  fs_.SetCapacity(0);
+  ASSERT_THAT(p_->Compact(0), IsOk());
+  EXPECT_GT(p_->Stats().compaction.segments_compacted, 0u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+}
+
+TEST(CompactionOptionsTest, PacingOptionsThatCouldSpinOrOverflowAreRejected) {
+  MemFileSystem fs;
+  auto with = [&](auto set) {
+    PartitionOptions o = SmallOptions(&fs);
+    set(o);
+    return Partition::Open(o).status();
+  };
+  EXPECT_THAT(with([](PartitionOptions& o) { o.compaction_min_step = 0; }),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(with([](PartitionOptions& o) { o.compaction_work_ratio = 1e30; }),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(with([](PartitionOptions& o) { o.compaction_work_ratio = 0; }),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(with([](PartitionOptions& o) { o.compaction_space_limit = 0.5; }),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(with([](PartitionOptions& o) { o.compaction_work_ratio = 1000; }), IsOk());
 }
 
 TEST_F(CompactionTest, TickCompactsOnItsOwnAtTheConfiguredRatio) {
