@@ -5,9 +5,9 @@
 // match the model.
 //
 // A second test interleaves checkpoints (blocking, started and finished by
-// Tick(), periodic), compactions (blocking and in Tick() steps, with random
-// ratios), clean reopens and crashes with the writes; at the end a full
-// replay must give the model too.
+// Tick(), periodic, at close or not), compactions (blocking and in Tick()
+// steps, with random ratios and space limits), clean reopens and crashes
+// with the writes; at the end a full replay must give the model too.
 #include <map>
 #include <memory>
 #include <random>
@@ -204,6 +204,9 @@ TEST_P(ModelTest, AgreesWithMapAcrossCheckpointsCompactionsAndCrashes) {
     const uint64_t steps[] = {256, 2048, 256 << 10};
     o.compaction_min_step = steps[rng() % 3];
     o.compaction_work_ratio = rng() % 2 ? 0.1 : 2.0;
+    const double space_limits[] = {0, 1.5, 3.0};
+    o.compaction_space_limit = space_limits[rng() % 3];
+    o.checkpoint_on_close = rng() % 2 == 0;
     const int key_space = 20 + rng() % 150;
     std::unique_ptr<Partition> p;
     {
