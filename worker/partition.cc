@@ -385,6 +385,7 @@ absl::Status Partition::ValidateKey(absl::string_view key) const {
 }
 
 absl::Status Partition::Get(absl::string_view key, ReadResult* out) {
+  ++requests_since_tick_;
   out->found = false;
   out->version = 0;
   out->value.clear();
@@ -517,6 +518,7 @@ absl::Status Partition::ApplyBatch(std::span<const WriteOp> ops,
 
 absl::Status Partition::ApplyOps(std::span<const WriteOp> ops,
                                  WriteResult* results) {
+  ++requests_since_tick_;
   auto fail_from = [&](size_t first, const absl::Status& s) {
     for (size_t k = first; k < ops.size(); ++k) {
       results[k] = WriteResult{};
@@ -619,6 +621,7 @@ absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,
                                           uint64_t max_scan_bytes,
                                           std::vector<ScanItem>* out,
                                           uint64_t* scanned_bytes) {
+  ++requests_since_tick_;
   uint64_t address = log_->Skip(cursor == 0 ? log_->First() : cursor);
   uint64_t scanned = 0;
   size_t found = 0;
@@ -681,7 +684,10 @@ absl::Status Partition::Tick() {
   // compaction_space_limit).
   const uint64_t written = appended_bytes_ - appended_at_last_step_;
   appended_at_last_step_ = appended_bytes_;
-  const bool idle = written == 0;
+  // Idle: no request at all since the last Tick (a batch of reads is not
+  // idle time; it just earns no compaction credit).
+  const bool idle = requests_since_tick_ == 0;
+  requests_since_tick_ = 0;
   if (!finishing_.empty() && log_->failure().ok() && absl::Now() >= compaction_retry_at_) {
     // Compacted segments whose copies the log has since synced go; an
     // idle Tick syncs for the rest.
@@ -714,10 +720,13 @@ absl::Status Partition::Tick() {
   // quiet spell must not be met by a burst of compaction.
   compaction_credit_ = std::min(compaction_credit_ + static_cast<double>(written) * ratio,
                                 std::max(4 * step, 2.0 * static_cast<double>(written) * ratio));
-  const uint64_t budget =
+  const bool forced = forced_ratio_.has_value();
+  uint64_t budget =
       idle ? options_.compaction_min_step
            : (compaction_credit_ >= step ? static_cast<uint64_t>(compaction_credit_) : 0);
-  const bool forced = forced_ratio_.has_value();
+  // A pass an operator asked for advances at least a step per Tick, busy
+  // or not (bounded work per batch), so it ends under any load.
+  if (forced) budget = std::max(budget, options_.compaction_min_step);
   bool work = budget > 0 && (victim_.has_value() || forced) &&
               (forced || absl::Now() >= compaction_retry_at_);
   if (!work && budget > 0 && !forced && options_.compaction_dead_ratio <= 1.0 &&

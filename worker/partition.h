@@ -74,10 +74,12 @@ struct PartitionOptions {
   // Foreground-first pacing: while writes come in, compaction may scan
   // this many bytes of the segment being compacted per record byte
   // written (a credit that Tick() spends once it reaches
-  // compaction_min_step, so steps stay efficient). A Tick() with nothing
-  // written since the last one is idle and scans compaction_min_step
-  // whatever the credit (the worker keeps ticking while
-  // HasBackgroundWork(), so an idle partition catches up).
+  // compaction_min_step, so steps stay efficient). A Tick() with no
+  // request (Get, Scan, ApplyBatch) since the last one is idle and scans
+  // compaction_min_step whatever the credit (the worker keeps ticking
+  // while HasBackgroundWork(), so an idle partition catches up). A pass
+  // started by StartCompaction() scans at least compaction_min_step per
+  // Tick, busy or not.
   double compaction_work_ratio = 1.0;
   uint64_t compaction_min_step = 256 << 10;
   // Bound on space amplification (record bytes in the log / live record
@@ -377,6 +379,7 @@ class Partition {
   uint64_t appended_at_last_step_ = 0;
   double compaction_credit_ = 0;        // bytes the pacing allows to scan
   uint64_t written_since_look_ = 0;  // see Tick()
+  uint64_t requests_since_tick_ = 0;  // Get/Scan/ApplyBatch calls
   bool look_now_ = true;
   bool pick_pending_ = false;
   // After a failed step, automatic compaction waits until then (a forced
