@@ -38,6 +38,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     wo.partition = options.partition;
     wo.partition.dir = PartitionDir(options.data_dir, p);
     wo.partition.partition_id = p;
+    // Unlinking a compacted segment must not stall the worker.
+    wo.partition.remove_in_background = true;
     wo.queue_capacity = options.queue_depth;
     wo.cpu = options.pin_workers
                  ? p % static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))

@@ -52,9 +52,73 @@ Log::Log(const LogOptions& options)
     : options_(options),
       fs_(options.fs),
       segment_size_(options.segment_size),
-      buffer_size_(options.buffer_size) {}
+      buffer_size_(options.buffer_size),
+      remover_(options.remove_in_background ? std::make_unique<FileRemover>(options.fs)
+                                            : nullptr) {}
 
 Log::~Log() = default;
+
+FileRemover::~FileRemover() {
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+    cv_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void FileRemover::Remove(std::string path) {
+  absl::MutexLock l(&mu_);
+  pending_.push_back(std::move(path));
+  ++handed_;
+  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  cv_.SignalAll();
+}
+
+void FileRemover::Flush() {
+  absl::MutexLock l(&mu_);
+  const uint64_t target = handed_;
+  while (done_ < target) cv_.Wait(&mu_);
+}
+
+uint64_t FileRemover::removed() const {
+  absl::MutexLock l(&mu_);
+  return removed_;
+}
+
+void FileRemover::Run() {
+  absl::MutexLock l(&mu_);
+  for (;;) {
+    while (!stop_ && pending_.empty()) cv_.Wait(&mu_);
+    if (pending_.empty()) return;  // stopping, nothing left
+    std::vector<std::string> batch = std::move(pending_);
+    pending_.clear();
+    mu_.Unlock();
+    uint64_t removed = 0;
+    for (const std::string& path : batch) {
+      absl::Status s = fs_->Remove(path);
+      if (s.ok()) {
+        ++removed;
+      } else if (s.code() != absl::StatusCode::kNotFound) {
+        LOG(WARNING) << "removing " << path << " (no longer in the MANIFEST): " << s;
+      }
+    }
+    mu_.Lock();
+    done_ += batch.size();
+    removed_ += removed;
+    cv_.SignalAll();
+  }
+}
+
+absl::Status Log::RemoveUnlisted(const std::string& path) {
+  if (remover_ != nullptr) {
+    remover_->Remove(path);
+    return absl::OkStatus();
+  }
+  absl::Status s = fs_->Remove(path);
+  if (s.code() == absl::StatusCode::kNotFound) return absl::OkStatus();
+  return s;
+}
 
 std::string Log::PathOf(uint64_t id) const {
   return JoinPath(options_.dir, SegmentFileName(id));
@@ -640,11 +704,13 @@ absl::Status Log::AddCheckpoint(const CheckpointInfo& info, size_t keep) {
   if (absl::Status s = WriteManifest(Segments(), list); !s.ok()) return s;
   checkpoints_ = std::move(list);
   for (const CheckpointInfo& c : dropped) {
-    absl::Status s = fs_->Remove(JoinPath(options_.dir, CheckpointFileName(c.id)));
-    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+    absl::Status s = RemoveUnlisted(JoinPath(options_.dir, CheckpointFileName(c.id)));
+    if (!s.ok()) return s;
   }
   // An unlisted file that survives a crash is removed by the next Open().
-  return dropped.empty() ? absl::OkStatus() : fs_->SyncDir(options_.dir);
+  // (A removal in the background has no unlink to sync yet.)
+  return dropped.empty() || remover_ != nullptr ? absl::OkStatus()
+                                                : fs_->SyncDir(options_.dir);
 }
 
 absl::Status Log::DropCheckpoint(uint64_t id) {
@@ -655,9 +721,9 @@ absl::Status Log::DropCheckpoint(uint64_t id) {
   if (list.size() == checkpoints_.size()) return absl::OkStatus();
   if (absl::Status s = WriteManifest(Segments(), list); !s.ok()) return s;
   checkpoints_ = std::move(list);
-  absl::Status s = fs_->Remove(JoinPath(options_.dir, CheckpointFileName(id)));
-  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
-  return fs_->SyncDir(options_.dir);
+  absl::Status s = RemoveUnlisted(JoinPath(options_.dir, CheckpointFileName(id)));
+  if (!s.ok()) return s;
+  return remover_ != nullptr ? absl::OkStatus() : fs_->SyncDir(options_.dir);
 }
 
 absl::Status Log::RemoveSegment(uint64_t id) { return RemoveSegments({id}); }
@@ -683,8 +749,8 @@ absl::Status Log::RemoveSegments(const std::vector<uint64_t>& ids) {
     ++first_id_;
   }
   for (uint64_t id : ids) {
-    absl::Status s = fs_->Remove(PathOf(id));
-    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) {
+    absl::Status s = RemoveUnlisted(PathOf(id));
+    if (!s.ok()) {
       LOG(WARNING) << "removing " << PathOf(id) << " (no longer in the MANIFEST): " << s;
     }
   }

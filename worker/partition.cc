@@ -146,6 +146,7 @@ absl::Status Partition::Recover() {
   lo.max_value_size = options_.max_value_size;
   lo.buffer_size = options_.write_buffer_size;
   lo.max_unsynced_bytes = options_.max_unsynced_bytes;
+  lo.remove_in_background = options_.remove_in_background;
   log_ = std::make_unique<Log>(lo);
   if (absl::Status s = log_->Open(&recovery_); !s.ok()) return s;
 

@@ -57,6 +57,8 @@ struct PartitionOptions {
   uint64_t max_value_size = 16ull << 20;  // at most 1 GiB
   size_t write_buffer_size = 1 << 20;
   uint64_t max_unsynced_bytes = 8 << 20;  // 0: no such bound
+  // See LogOptions::remove_in_background (segkvd turns it on).
+  bool remove_in_background = false;
   Durability durability = Durability::kAlways;
   absl::Duration sync_interval = absl::Milliseconds(100);  // must be > 0
 
@@ -271,6 +273,9 @@ class Partition {
   // Starts a pass that compacts, in Tick() steps, every sealed segment with
   // at least `min_dead_ratio` of dead bytes (and any dead byte at 0).
   void StartCompaction(double min_dead_ratio);
+  // With remove_in_background: returns once every file dropped so far is
+  // unlinked. Otherwise returns at once.
+  void FlushRemovals() { log_->FlushRemovals(); }
   bool compaction_running() const { return forced_ratio_.has_value() || victim_.has_value(); }
   // Runs StartCompaction(min_dead_ratio) to the end now.
   absl::Status Compact(double min_dead_ratio);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -493,6 +494,90 @@ TEST_F(CompactionTest, CompactedSegmentIsDeletedOnlyOnceItsCopiesAreDurable) {
     }
     ASSERT_NO_FATAL_FAILURE(ExpectModel());
     ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+  }
+}
+
+// Delegates to another file system; Remove() waits until released, like an
+// unlink of a large file that takes its time.
+class SlowRemoveFileSystem : public FileSystem {
+ public:
+  explicit SlowRemoveFileSystem(FileSystem* base) : base_(base) {}
+  absl::StatusOr<std::unique_ptr<WritableFile>> OpenWritable(const std::string& path,
+                                                             bool truncate) override {
+    return base_->OpenWritable(path, truncate);
+  }
+  absl::StatusOr<std::unique_ptr<ReadableFile>> OpenReadable(const std::string& path,
+                                                             uint64_t max_size) override {
+    return base_->OpenReadable(path, max_size);
+  }
+  absl::StatusOr<std::string> ReadFileToString(const std::string& path) override {
+    return base_->ReadFileToString(path);
+  }
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) override {
+    return base_->ListDir(dir);
+  }
+  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
+    return base_->FileSize(path);
+  }
+  absl::Status Remove(const std::string& path) override {
+    if (!removing.HasBeenNotified()) removing.Notify();  // one remover thread
+    release.WaitForNotification();
+    return base_->Remove(path);
+  }
+  absl::Status Rename(const std::string& from, const std::string& to) override {
+    return base_->Rename(from, to);
+  }
+  absl::Status SyncDir(const std::string& dir) override { return base_->SyncDir(dir); }
+  absl::Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
+  bool Exists(const std::string& path) override { return base_->Exists(path); }
+
+  absl::Notification removing;  // a Remove() has started
+  absl::Notification release;   // lets every Remove() go on
+
+ private:
+  FileSystem* const base_;
+};
+
+// segkvd's setting: a compacted segment leaves the MANIFEST in the call,
+// and its file is unlinked on a helper thread, so a slow unlink holds up no
+// request. A crash before the unlink leaves an orphan that Open() removes.
+TEST_F(CompactionTest, CompactedFilesAreUnlinkedInTheBackground) {
+  for (bool crash : {false, true}) {
+    SCOPED_TRACE(crash ? "crash before the unlink" : "unlink completes");
+    SlowRemoveFileSystem slow(&fs_);
+    o_.fs = &slow;
+    o_.remove_in_background = true;
+    o_.dir = absl::StrCat(::segkv::worker::testing::kDir, crash ? "-crash" : "-done");
+    p_.reset();
+    model_.clear();
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+    for (int i = 0; i < 5; ++i) ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+    ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(4, "hot"));
+    ASSERT_GE(p_->DeadRatio(0), 0.5);
+    // Every unlink is held back, yet the compaction finishes.
+    ASSERT_THAT(p_->Compact(0.5), IsOk());
+    ASSERT_FALSE(HasSegment(*p_, 0));
+    slow.removing.WaitForNotification();
+    const std::string path = absl::StrCat(o_.dir, "/", SegmentFileName(0));
+    EXPECT_TRUE(fs_.Exists(path)) << "unlinked in the compaction's own call";
+    ASSERT_NO_FATAL_FAILURE(ExpectModel());
+    if (crash) {
+      fs_.KillAfterOps(0);  // the process dies: the held unlink fails
+      slow.release.Notify();
+      p_.reset();
+      fs_.Crash(11, /*keep_unsynced=*/false);
+      EXPECT_TRUE(fs_.Exists(path));
+      ASSERT_NO_FATAL_FAILURE(Reopen());
+      EXPECT_GE(p_->Stats().recovery.removed_files, 1u);
+    } else {
+      slow.release.Notify();
+      p_->FlushRemovals();
+    }
+    EXPECT_FALSE(fs_.Exists(path));
+    EXPECT_FALSE(HasSegment(*p_, 0));
+    ASSERT_NO_FATAL_FAILURE(ExpectModel());
+    ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+    o_.fs = &fs_;  // `slow` goes out of scope
   }
 }
 
