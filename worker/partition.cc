@@ -560,15 +560,18 @@ absl::Status Partition::ApplyOps(std::span<const WriteOp> ops,
       if (absl::Status s = log_->Seal(); !s.ok()) return fail_from(i, s);
       continue;
     }
-    // Overlap the cache misses of the group's lookups.
-    absl::string_view keys[64];
-    size_t nkeys = 0;
-    for (size_t k = i; k < j && nkeys < 64; ++k) keys[nkeys++] = ops[k].key;
-    Prefetch(std::span<const absl::string_view>(keys, nkeys));
     const uint64_t group_address = log_->tail();
     const uint64_t group_version = next_version_;
     undo_.clear();
-    for (size_t k = i; k < j; ++k) results[k] = ApplyOne(ops[k]);
+    // Overlap the cache misses of the lookups, 64 ops at a time.
+    for (size_t c = i; c < j; c += 64) {
+      const size_t end = std::min(j, c + 64);
+      absl::string_view keys[64];
+      size_t nkeys = 0;
+      for (size_t k = c; k < end; ++k) keys[nkeys++] = ops[k].key;
+      Prefetch(std::span<const absl::string_view>(keys, nkeys));
+      for (size_t k = c; k < end; ++k) results[k] = ApplyOne(ops[k]);
+    }
     absl::Status commit = options_.durability == Durability::kAlways
                               ? log_->Sync()
                               : log_->FlushIfFull();
