@@ -81,11 +81,6 @@ void FileRemover::Flush() {
   while (done_ < target) cv_.Wait(&mu_);
 }
 
-uint64_t FileRemover::removed() const {
-  absl::MutexLock l(&mu_);
-  return removed_;
-}
-
 void FileRemover::Run() {
   absl::MutexLock l(&mu_);
   for (;;) {
@@ -94,18 +89,14 @@ void FileRemover::Run() {
     std::vector<std::string> batch = std::move(pending_);
     pending_.clear();
     mu_.Unlock();
-    uint64_t removed = 0;
     for (const std::string& path : batch) {
       absl::Status s = fs_->Remove(path);
-      if (s.ok()) {
-        ++removed;
-      } else if (s.code() != absl::StatusCode::kNotFound) {
+      if (!s.ok() && s.code() != absl::StatusCode::kNotFound) {
         LOG(WARNING) << "removing " << path << " (no longer in the MANIFEST): " << s;
       }
     }
     mu_.Lock();
     done_ += batch.size();
-    removed_ += removed;
     cv_.SignalAll();
   }
 }

@@ -78,18 +78,16 @@ class FileRemover {
   // Returns once every file handed over before the call is removed (or its
   // removal failed, which is logged).
   void Flush();
-  uint64_t removed() const;  // files removed so far
 
  private:
   void Run();
 
   FileSystem* const fs_;
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   absl::CondVar cv_;  // pending_ grew, stop_ set, or done_ moved
   std::vector<std::string> pending_ ABSL_GUARDED_BY(mu_);
   uint64_t handed_ ABSL_GUARDED_BY(mu_) = 0;  // paths ever passed to Remove()
   uint64_t done_ ABSL_GUARDED_BY(mu_) = 0;    // of those, finished
-  uint64_t removed_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // started by the first Remove()
 };

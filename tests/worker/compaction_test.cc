@@ -572,6 +572,17 @@ TEST_F(CompactionTest, CompactedFilesAreUnlinkedInTheBackground) {
     } else {
       slow.release.Notify();
       p_->FlushRemovals();
+      // Checkpoints beyond checkpoints_to_keep go the same way.
+      std::vector<uint64_t> ids;
+      for (size_t i = 0; i <= o_.checkpoints_to_keep; ++i) {
+        ASSERT_NO_FATAL_FAILURE(Put("hot"));
+        auto c = p_->Checkpoint();
+        ASSERT_THAT(c, IsOk());
+        ids.push_back(c->id);
+      }
+      p_->FlushRemovals();
+      EXPECT_FALSE(fs_.Exists(absl::StrCat(o_.dir, "/", CheckpointFileName(ids[0]))));
+      EXPECT_TRUE(fs_.Exists(absl::StrCat(o_.dir, "/", CheckpointFileName(ids.back()))));
     }
     EXPECT_FALSE(fs_.Exists(path));
     EXPECT_FALSE(HasSegment(*p_, 0));
