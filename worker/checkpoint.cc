@@ -30,8 +30,17 @@ constexpr size_t kOffUsageCount = 104;
 constexpr size_t kOffImageBytes = 112;
 constexpr size_t kOffHeaderCrc = 124;
 static_assert(kOffHeaderCrc + 4 == kCheckpointHeaderSize);
-constexpr size_t kUsageEntrySize = 24;
+constexpr size_t kUsageEntrySizeV1 = 24;  // total, live, tombstone
+constexpr size_t kUsageEntrySizeV2 = 32;  // segment id, total, live, tombstone
 constexpr size_t kTrailerSize = 4;
+
+size_t UsageEntrySize(uint32_t version) {
+  return version == 1 ? kUsageEntrySizeV1 : kUsageEntrySizeV2;
+}
+
+bool Empty(const SegmentUsage& u) {
+  return u.total_bytes == 0 && u.live_bytes == 0 && u.tombstone_bytes == 0;
+}
 
 uint64_t ImageBytes(const HashIndex::Geometry& g) {
   return g.num_buckets * sizeof(HashIndex::Bucket) +
@@ -40,18 +49,24 @@ uint64_t ImageBytes(const HashIndex::Geometry& g) {
 
 }  // namespace
 
+uint64_t CountUsageEntries(const std::vector<SegmentUsage>& usage) {
+  uint64_t n = 0;
+  for (const SegmentUsage& u : usage) n += !Empty(u);
+  return n;
+}
+
 uint64_t CheckpointFileSize(const CheckpointHeader& h) {
   return kCheckpointHeaderSize + ImageBytes(h.geometry) +
-         h.usage_count * kUsageEntrySize + kTrailerSize;
+         h.usage_count * UsageEntrySize(h.version) + kTrailerSize;
 }
 
 void BuildCheckpoint(CheckpointHeader* h, const HashIndex& index,
                      const std::vector<SegmentUsage>& usage, char* out) {
   h->geometry = index.geometry();
-  h->usage_count = usage.size();
+  h->usage_count = h->version == 1 ? usage.size() : CountUsageEntries(usage);
   std::memset(out, 0, kCheckpointHeaderSize);
   std::memcpy(out, kMagic, 8);
-  EncodeFixed32(out + kOffVersion, kCheckpointFormatVersion);
+  EncodeFixed32(out + kOffVersion, h->version);
   EncodeFixed32(out + kOffPartition, h->partition);
   EncodeFixed64(out + kOffSegmentSize, h->segment_size);
   EncodeFixed64(out + kOffId, h->id);
@@ -70,11 +85,17 @@ void BuildCheckpoint(CheckpointHeader* h, const HashIndex& index,
   char* p = out + kCheckpointHeaderSize;
   index.CopyImage(p);
   p += ImageBytes(h->geometry);
-  for (const SegmentUsage& u : usage) {
+  for (uint64_t id = 0; id < usage.size(); ++id) {
+    const SegmentUsage& u = usage[id];
+    if (h->version != 1) {
+      if (Empty(u)) continue;
+      EncodeFixed64(p, id);
+      p += 8;
+    }
     EncodeFixed64(p, u.total_bytes);
     EncodeFixed64(p + 8, u.live_bytes);
     EncodeFixed64(p + 16, u.tombstone_bytes);
-    p += kUsageEntrySize;
+    p += kUsageEntrySizeV1;
   }
 }
 
@@ -98,13 +119,14 @@ absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
     return corrupt("header CRC mismatch");
   }
   const uint32_t version = DecodeFixed32(p + kOffVersion);
-  if (version != kCheckpointFormatVersion) {
+  if (version != 1 && version != 2) {
     return absl::FailedPreconditionError(
         absl::StrCat("checkpoint ", path, ": format version ", version,
-                     ", this build reads ", kCheckpointFormatVersion));
+                     ", this build reads 1 and 2"));
   }
   LoadedCheckpoint c;
   CheckpointHeader& h = c.header;
+  h.version = version;
   h.partition = DecodeFixed32(p + kOffPartition);
   h.segment_size = DecodeFixed64(p + kOffSegmentSize);
   h.id = DecodeFixed64(p + kOffId);
@@ -136,15 +158,30 @@ absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
   c.image = data.substr(kCheckpointHeaderSize, image_bytes);
   c.usage_bytes = data.substr(kCheckpointHeaderSize + image_bytes, body - image_bytes);
   const char* u = p + kCheckpointHeaderSize + image_bytes;
-  c.usage.resize(h.usage_count);
-  for (SegmentUsage& e : c.usage) {
+  if (version == 1) c.usage.resize(h.usage_count);
+  // Version 2: segment ids strictly increasing, none past the segment the
+  // covered address is in (which also bounds the table built from them).
+  const uint64_t max_id =
+      h.segment_size == 0 ? 0 : h.covered_address / h.segment_size;
+  for (uint64_t i = 0; i < h.usage_count; ++i) {
+    uint64_t id = i;
+    if (version != 1) {
+      id = DecodeFixed64(u);
+      u += 8;
+      if (id > max_id || (!c.usage.empty() && id < c.usage.size())) {
+        return corrupt(absl::StrCat("segment usage entry for segment ", id,
+                                    " is out of order or past the covered address"));
+      }
+      c.usage.resize(id + 1);
+    }
+    SegmentUsage& e = c.usage[id];
     e.total_bytes = DecodeFixed64(u);
     e.live_bytes = DecodeFixed64(u + 8);
     e.tombstone_bytes = DecodeFixed64(u + 16);
     if (e.live_bytes + e.tombstone_bytes > e.total_bytes) {
       return corrupt("segment usage exceeds its total");
     }
-    u += kUsageEntrySize;
+    u += kUsageEntrySizeV1;
   }
   return c;
 }

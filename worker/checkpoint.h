@@ -37,18 +37,30 @@ struct CheckpointHeader {
   uint64_t next_version = 0;
   int64_t created_ms = 0;
   HashIndex::Geometry geometry;
-  uint64_t usage_count = 0;  // SegmentUsage entries (segment ids 0..n-1)
+  // Entries in the usage table: version 2 has one per segment with records
+  // (CountUsageEntries), each naming its segment; version 1 had one per
+  // segment id from 0.
+  uint64_t usage_count = 0;
+  uint32_t version = 2;  // format version
 };
 
 inline constexpr size_t kCheckpointHeaderSize = 128;
-inline constexpr uint32_t kCheckpointFormatVersion = 1;
+// Written: 2. Read: 1 and 2.
+inline constexpr uint32_t kCheckpointFormatVersion = 2;
+
+// Version 2 usage entries for this table (by segment id): one per segment
+// with record bytes. Removed segments and ids never used cost nothing, so
+// the table in a checkpoint does not grow with the partition's age.
+uint64_t CountUsageEntries(const std::vector<SegmentUsage>& usage);
 
 // Size of the whole file for this header.
 uint64_t CheckpointFileSize(const CheckpointHeader& h);
 
 // Fills out[0, CheckpointFileSize(h)) with the header, the index image and
-// the usage table; the trailing CRC is left for SealCheckpoint().
-// `h.geometry` and `h.usage_count` are taken from `index` and `usage`.
+// the usage table (`usage` by segment id); the trailing CRC is left for
+// SealCheckpoint(). `h.geometry` and `h.usage_count` are taken from `index`
+// and `usage`, and the file is written in format `h.version` (2; 1 only for
+// tests of reading old files).
 void BuildCheckpoint(CheckpointHeader* h, const HashIndex& index,
                      const std::vector<SegmentUsage>& usage, char* out);
 // Computes and stores the body CRC of a built file; returns it.
@@ -59,7 +71,7 @@ struct LoadedCheckpoint {
   CheckpointHeader header;
   absl::string_view image;           // into the caller's data
   absl::string_view usage_bytes;     // the encoded usage table, after image
-  std::vector<SegmentUsage> usage;
+  std::vector<SegmentUsage> usage;   // by segment id (zero where no entry)
   uint32_t body_crc = 0;    // computed (0 if the body was not checked)
   uint32_t stored_crc = 0;  // the trailer's
 };

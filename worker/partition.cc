@@ -806,7 +806,7 @@ absl::Status Partition::StartCheckpoint() {
   ckpt_ = std::make_unique<CheckpointJob>();
   CheckpointHeader estimate;
   estimate.geometry = index_.geometry();
-  estimate.usage_count = usage_.size() + 16;
+  estimate.usage_count = CountUsageEntries(usage_) + 16;
   const uint64_t size = CheckpointFileSize(estimate);
   // Room for what the index may grow by before the copy.
   ckpt_->want = size + size / 16 + (1 << 20);
@@ -859,7 +859,7 @@ void Partition::AdvanceCheckpoint(bool wait) {
     h.next_version = next_version_;
     h.created_ms = absl::ToUnixMillis(absl::Now());
     h.geometry = index_.geometry();
-    h.usage_count = usage_.size();
+    h.usage_count = CountUsageEntries(usage_);
     const uint64_t size = CheckpointFileSize(h);
     absl::MutexLock l(&job->mu);
     if (size > job->buffer->capacity()) {

@@ -115,7 +115,7 @@ Built Build(const HashIndex& index) {
   h.next_version = 12345;
   h.created_ms = 1700000000123;
   h.geometry = index.geometry();
-  h.usage_count = b.usage.size();
+  h.usage_count = CountUsageEntries(b.usage);
   b.data.assign(CheckpointFileSize(h), '\xaa');
   BuildCheckpoint(&h, index, b.usage, b.data.data());
   b.crc = SealCheckpoint(b.data.data(), b.data.size());
@@ -149,10 +149,12 @@ class CheckpointFormatTest : public ::testing::Test {
 
 TEST_F(CheckpointFormatTest, RoundTrip) {
   const CheckpointHeader& h = built_.header;
+  // Version 2: one 32-byte usage entry per segment with records (ids 0, 1
+  // and 3; segment 2 has none).
   EXPECT_EQ(built_.data.size(),
-            kCheckpointHeaderSize + index_.ImageSize() + 4 * 24 + 4);
+            kCheckpointHeaderSize + index_.ImageSize() + 3 * 32 + 4);
   ExpectSameGeometry(h.geometry, index_.geometry());
-  EXPECT_EQ(h.usage_count, 4u);
+  EXPECT_EQ(h.usage_count, 3u);
 
   auto c = Parse(built_.data);
   ASSERT_THAT(c, IsOk());
@@ -162,7 +164,8 @@ TEST_F(CheckpointFormatTest, RoundTrip) {
   EXPECT_EQ(c->header.covered_address, h.covered_address);
   EXPECT_EQ(c->header.next_version, 12345u);
   EXPECT_EQ(c->header.created_ms, 1700000000123);
-  EXPECT_EQ(c->header.usage_count, 4u);
+  EXPECT_EQ(c->header.usage_count, 3u);
+  EXPECT_EQ(c->header.version, 2u);
   ExpectSameGeometry(c->header.geometry, index_.geometry());
   EXPECT_EQ(c->body_crc, built_.crc);
   ASSERT_EQ(c->usage.size(), built_.usage.size());
@@ -254,6 +257,49 @@ TEST_F(CheckpointFormatTest, UnknownVersionIsFailedPrecondition) {
   EncodeFixed32(d.data() + kOffVersion, 0);
   ResealHeader(d);
   EXPECT_THAT(Parse(d), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// Files written before version 2 (one 24-byte entry per segment id from 0)
+// are still read.
+TEST_F(CheckpointFormatTest, Version1FilesAreStillRead) {
+  CheckpointHeader h = built_.header;
+  h.version = 1;
+  h.usage_count = built_.usage.size();
+  std::string d(CheckpointFileSize(h), '\0');
+  BuildCheckpoint(&h, index_, built_.usage, d.data());
+  SealCheckpoint(d.data(), d.size());
+  EXPECT_EQ(d.size(), kCheckpointHeaderSize + index_.ImageSize() + 4 * 24 + 4);
+  auto c = Parse(d);
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->header.version, 1u);
+  EXPECT_EQ(c->header.usage_count, 4u);
+  ASSERT_EQ(c->usage.size(), built_.usage.size());
+  for (size_t i = 0; i < c->usage.size(); ++i) {
+    EXPECT_EQ(c->usage[i].total_bytes, built_.usage[i].total_bytes) << i;
+    EXPECT_EQ(c->usage[i].live_bytes, built_.usage[i].live_bytes) << i;
+    EXPECT_EQ(c->usage[i].tombstone_bytes, built_.usage[i].tombstone_bytes) << i;
+  }
+}
+
+// A version 2 usage entry names its segment: ids must rise and stay within
+// the segments the covered address reaches (which also bounds the table a
+// reader builds from them). Checked even with a matching body CRC.
+TEST_F(CheckpointFormatTest, UsageEntryIdsOutOfOrderOrPastTheCoveredAddressAreDataLoss) {
+  const size_t usage_at = kCheckpointHeaderSize + index_.ImageSize();
+  for (uint64_t bad : {uint64_t{0}, uint64_t{1}, uint64_t{4}, uint64_t{1} << 40}) {
+    SCOPED_TRACE(bad);
+    std::string d = built_.data;
+    EncodeFixed64(d.data() + usage_at + 2 * 32, bad);  // the entry of segment 3
+    SealCheckpoint(d.data(), d.size());
+    ExpectDataLoss(d);
+  }
+  std::string d = built_.data;
+  EncodeFixed64(d.data() + usage_at + 2 * 32, 2);  // 0, 1, 2: a valid order
+  SealCheckpoint(d.data(), d.size());
+  auto c = Parse(d);
+  ASSERT_THAT(c, IsOk());
+  ASSERT_EQ(c->usage.size(), 3u);
+  EXPECT_EQ(c->usage[2].total_bytes, 300u);
 }
 
 TEST_F(CheckpointFormatTest, UsageExceedingItsTotalIsDataLoss) {

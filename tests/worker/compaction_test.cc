@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/testing/partition_testing.h"
+#include "worker/checkpoint.h"
 #include "worker/format.h"
 #include "worker/manifest.h"
 #include "worker/mem_fs.h"
@@ -258,6 +259,32 @@ TEST_F(CompactionTest, LiveAccountingMatchesAfterCompaction) {
     EXPECT_EQ(a.tombstone_bytes, b.tombstone_bytes) << "segment " << i;
   }
   EXPECT_EQ(p_->Stats().live_bytes, live);
+
+  // A checkpoint's usage table holds the segments with records, not every
+  // id the partition ever used, and loads back to the same table.
+  auto info = p_->Checkpoint();
+  ASSERT_THAT(info, IsOk());
+  auto file = fs_.ReadFileToString(
+      absl::StrCat(o_.dir, "/", CheckpointFileName(info->id)));
+  ASSERT_THAT(file, IsOk());
+  auto ckpt = ParseCheckpoint(*file, "checkpoint");
+  ASSERT_THAT(ckpt, IsOk());
+  uint64_t with_records = 0;
+  for (const SegmentInfo& seg : p_->Segments()) {
+    with_records += seg.id < replayed.size() && replayed[seg.id].total_bytes > 0;
+  }
+  EXPECT_EQ(ckpt->header.usage_count, with_records);
+  EXPECT_LT(ckpt->header.usage_count, Active() + 1) << "compaction removed some ids";
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_EQ(p_->Stats().recovered.checkpoint_id, info->id);
+  const std::vector<SegmentUsage> loaded = p_->SegmentUsages();
+  for (const SegmentInfo& seg : p_->Segments()) {
+    const SegmentUsage a = seg.id < replayed.size() ? replayed[seg.id] : SegmentUsage{};
+    const SegmentUsage b = seg.id < loaded.size() ? loaded[seg.id] : SegmentUsage{};
+    EXPECT_EQ(a.total_bytes, b.total_bytes) << "segment " << seg.id;
+    EXPECT_EQ(a.live_bytes, b.live_bytes) << "segment " << seg.id;
+    EXPECT_EQ(a.tombstone_bytes, b.tombstone_bytes) << "segment " << seg.id;
+  }
 }
 
 TEST_F(CompactionTest, NothingToCompactChangesNothing) {
