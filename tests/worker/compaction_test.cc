@@ -71,6 +71,17 @@ bool HasSegment(const Partition& p, uint64_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
+// Segment `id`'s entries in two usage tables (by segment id; zero past the
+// end) are equal.
+void ExpectSameUsage(const std::vector<SegmentUsage>& x,
+                     const std::vector<SegmentUsage>& y, uint64_t id) {
+  const SegmentUsage a = id < x.size() ? x[id] : SegmentUsage{};
+  const SegmentUsage b = id < y.size() ? y[id] : SegmentUsage{};
+  EXPECT_EQ(a.total_bytes, b.total_bytes) << "segment " << id;
+  EXPECT_EQ(a.live_bytes, b.live_bytes) << "segment " << id;
+  EXPECT_EQ(a.tombstone_bytes, b.tombstone_bytes) << "segment " << id;
+}
+
 class CompactionTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -251,12 +262,8 @@ TEST_F(CompactionTest, LiveAccountingMatchesAfterCompaction) {
   ASSERT_NO_FATAL_FAILURE(Reopen());
   const std::vector<SegmentUsage> replayed = p_->SegmentUsages();
   for (size_t i = 0; i < std::max(usage.size(), replayed.size()); ++i) {
-    const SegmentUsage a = i < usage.size() ? usage[i] : SegmentUsage{};
-    const SegmentUsage b = i < replayed.size() ? replayed[i] : SegmentUsage{};
     if (!HasSegment(*p_, i)) continue;  // removed: whatever is left over
-    EXPECT_EQ(a.total_bytes, b.total_bytes) << "segment " << i;
-    EXPECT_EQ(a.live_bytes, b.live_bytes) << "segment " << i;
-    EXPECT_EQ(a.tombstone_bytes, b.tombstone_bytes) << "segment " << i;
+    ExpectSameUsage(usage, replayed, i);
   }
   EXPECT_EQ(p_->Stats().live_bytes, live);
 
@@ -278,13 +285,7 @@ TEST_F(CompactionTest, LiveAccountingMatchesAfterCompaction) {
   ASSERT_NO_FATAL_FAILURE(Reopen());
   ASSERT_EQ(p_->Stats().recovered.checkpoint_id, info->id);
   const std::vector<SegmentUsage> loaded = p_->SegmentUsages();
-  for (const SegmentInfo& seg : p_->Segments()) {
-    const SegmentUsage a = seg.id < replayed.size() ? replayed[seg.id] : SegmentUsage{};
-    const SegmentUsage b = seg.id < loaded.size() ? loaded[seg.id] : SegmentUsage{};
-    EXPECT_EQ(a.total_bytes, b.total_bytes) << "segment " << seg.id;
-    EXPECT_EQ(a.live_bytes, b.live_bytes) << "segment " << seg.id;
-    EXPECT_EQ(a.tombstone_bytes, b.tombstone_bytes) << "segment " << seg.id;
-  }
+  for (const SegmentInfo& seg : p_->Segments()) ExpectSameUsage(replayed, loaded, seg.id);
 }
 
 TEST_F(CompactionTest, NothingToCompactChangesNothing) {
