@@ -9,7 +9,7 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev
-  librocksdb-dev libxxhash-dev
+  librocksdb-dev libxxhash-dev libjemalloc-dev
 )
 # Optional extra packages for a particular job (e.g. etcd for service benches).
 PKGS+=("$@")
