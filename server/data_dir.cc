@@ -1,5 +1,11 @@
 #include "server/data_dir.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -19,8 +25,30 @@ std::string PartitionDir(const std::string& dir, uint32_t partition) {
   return worker::JoinPath(dir, absl::StrCat("p", partition));
 }
 
+absl::StatusOr<std::unique_ptr<DataDirLock>> DataDirLock::Acquire(
+    const std::string& dir) {
+  const std::string path = worker::JoinPath(dir, "LOCK");
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    return absl::UnavailableError(absl::StrCat("open ", path, ": ", std::strerror(err)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " is in use: another segkvd holds ", path));
+    }
+    return absl::UnavailableError(absl::StrCat("flock ", path, ": ", std::strerror(err)));
+  }
+  return std::unique_ptr<DataDirLock>(new DataDirLock(fd));
+}
+
+DataDirLock::~DataDirLock() { ::close(fd_); }
+
 absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
-                         uint32_t partitions) {
+                         uint32_t partitions, std::unique_ptr<DataDirLock>* lock) {
   if (partitions == 0) return absl::InvalidArgumentError("need at least one partition");
   const bool existed = fs->Exists(dir);
   if (absl::Status s = fs->CreateDir(dir); !s.ok()) return s;
@@ -29,6 +57,11 @@ absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
     const size_t slash = dir.find_last_of('/', dir.find_last_not_of('/'));
     const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
     if (absl::Status s = fs->SyncDir(parent); !s.ok()) return s;
+  }
+  if (lock != nullptr) {
+    auto l = DataDirLock::Acquire(dir);
+    if (!l.ok()) return l.status();
+    *lock = std::move(*l);
   }
   const std::string path = worker::JoinPath(dir, kIdentity);
   if (!fs->Exists(path)) {

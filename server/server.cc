@@ -28,7 +28,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
   worker::FileSystem* fs = options.partition.fs != nullptr ? options.partition.fs
                                                            : worker::DefaultFileSystem();
-  if (absl::Status st = OpenDataDir(fs, options.data_dir, n); !st.ok()) return st;
+  // The directory lock only means something on the real file system.
+  if (absl::Status st = OpenDataDir(fs, options.data_dir, n,
+                                    options.partition.fs == nullptr ? &s->lock_ : nullptr);
+      !st.ok()) {
+    return st;
+  }
 
   // Workers open (recover) their partitions in parallel.
   std::vector<absl::Status> opened(n);
@@ -77,6 +82,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
                              static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  // gRPC sets SO_REUSEPORT by default: a second server on the same port
+  // would start, and the kernel would split clients between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   s->grpc_ = builder.BuildAndStart();
   if (s->grpc_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
@@ -105,6 +113,7 @@ void Server::Shutdown(absl::Duration grace) {
   grpc_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
   grpc_->Wait();
   for (auto& w : workers_) w->Stop();  // drains, syncs and closes
+  lock_.reset();  // every partition is closed: another server may open it
   LOG(INFO) << "segkvd stopped";
 }
 

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/admin_service.h"
+#include "server/data_dir.h"
 #include "server/kv_service.h"
 #include "worker/worker.h"
 
@@ -37,8 +38,9 @@ class Server {
  public:
   // Starts serving; returns when every partition is open and the port is
   // listening. Errors: bad options (INVALID_ARGUMENT), another partition
-  // count (FAILED_PRECONDITION), recovery errors (DATA_LOSS...), or
-  // UNAVAILABLE if the port cannot be bound.
+  // count or a data dir another server holds (FAILED_PRECONDITION),
+  // recovery errors (DATA_LOSS...), or UNAVAILABLE if the port cannot be
+  // bound (also when another process listens on it).
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
   ~Server();  // Shutdown(0) if still running.
 
@@ -56,6 +58,7 @@ class Server {
   Server() = default;
 
   ServerOptions options_;
+  std::unique_ptr<DataDirLock> lock_;  // released once the workers have closed
   std::vector<std::unique_ptr<worker::Worker>> workers_;
   std::unique_ptr<Frontend> frontend_;
   std::unique_ptr<KvService> kv_;

@@ -443,6 +443,49 @@ TEST_F(ServerTest, OtherPartitionCountIsFailedPrecondition) {
   StartServer();
 }
 
+TEST_F(ServerTest, SecondServerOnTheSameDataDirIsFailedPrecondition) {
+  ASSERT_THAT(client_->Put("k", "v1"), IsOk());
+  const std::string segment_dir = PartitionDir(dir_, 0);
+  auto listing = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(segment_dir)) {
+      names.push_back(e.path().filename().string() + ":" +
+                      std::to_string(std::filesystem::file_size(e.path())));
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  const auto before = listing();
+  auto second = Server::Start(options_);  // another port (0), same directory
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(second.status().message(), HasSubstr("in use"));
+  EXPECT_EQ(listing(), before);  // it touched nothing
+  // The first server keeps serving, and once it is shut down the directory
+  // can be opened again.
+  ASSERT_THAT(client_->Put("k", "v2"), IsOk());
+  client_.reset();
+  server_->Shutdown(absl::Seconds(5));
+  auto third = Server::Start(options_);
+  ASSERT_THAT(third, IsOk());
+  server_ = std::move(*third);
+  client::ClientOptions co;
+  co.endpoint = server_->address();
+  client_ = std::make_unique<client::Client>(co);
+  auto got = client_->Get("k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->value(), "v2");
+}
+
+TEST_F(ServerTest, SecondServerOnTheSamePortIsUnavailable) {
+  ServerOptions o = options_;
+  o.data_dir = dir_ + "-other";
+  o.listen = server_->address();
+  auto second = Server::Start(o);
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kUnavailable));
+  std::filesystem::remove_all(o.data_dir);
+  EXPECT_THAT(client_->Put("k", "v"), IsOk());
+}
+
 TEST_F(ServerTest, MessageLimitBelowValueLimitIsInvalidArgument) {
   ServerOptions o = options_;
   o.data_dir = dir_ + "-other";
