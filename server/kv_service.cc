@@ -1,5 +1,6 @@
 #include "server/kv_service.h"
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -36,6 +37,12 @@ absl::Status Frontend::CheckValue(absl::string_view value) const {
         "value is ", value.size(), " bytes; the limit is ", limits_.max_value_size));
   }
   return absl::OkStatus();
+}
+
+int64_t ResponseValueBudget(const ServiceLimits& limits, size_t items) {
+  const uint64_t overhead = 4096 + 512 * static_cast<uint64_t>(items);
+  if (limits.max_response_bytes <= overhead) return 0;
+  return static_cast<int64_t>(limits.max_response_bytes - overhead);
 }
 
 absl::Status Frontend::CheckAccepting() const {
@@ -160,9 +167,13 @@ class UnaryGet : public UnaryRequest {
 
 class BatchWriteCall : public FanOutCall {
  public:
-  BatchWriteCall(grpc::CallbackServerContext* ctx, v1::BatchWriteResponse* resp)
-      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)), resp(resp) {}
+  BatchWriteCall(grpc::CallbackServerContext* ctx, v1::BatchWriteResponse* resp,
+                 int64_t previous_budget)
+      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)), resp(resp),
+        previous_budget(previous_budget) {}
   v1::BatchWriteResponse* const resp;
+  // Bytes of previous values the response can still carry (all parts).
+  std::atomic<int64_t> previous_budget;
 };
 
 void FillResult(WriteResult& r, v1::WriteResult* out) {
@@ -209,10 +220,13 @@ class BatchWritePart : public worker::Request {
 class BatchGetCall : public FanOutCall {
  public:
   BatchGetCall(grpc::CallbackServerContext* ctx, const v1::BatchGetRequest* req,
-               v1::BatchGetResponse* resp)
-      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)), req(req), resp(resp) {}
+               v1::BatchGetResponse* resp, int64_t budget)
+      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)), req(req), resp(resp),
+        budget(budget) {}
   const v1::BatchGetRequest* const req;
   v1::BatchGetResponse* const resp;
+  // Bytes of values the response can still carry (all parts).
+  std::atomic<int64_t> budget;
 };
 
 class BatchGetPart : public worker::Request {
@@ -231,6 +245,13 @@ class BatchGetPart : public worker::Request {
     for (int i : indices_) {
       status = p.Get(call_->req->keys(i), &r);
       if (!status.ok()) break;
+      const int64_t n = static_cast<int64_t>(r.value.size());
+      if (r.found && call_->budget.fetch_sub(n, std::memory_order_relaxed) < n) {
+        status = absl::InvalidArgumentError(
+            "the values of these keys do not fit in one response "
+            "(--max_message_bytes); ask for fewer keys per call");
+        break;
+      }
       v1::GetResponse* out = call_->resp->mutable_results(i);
       if (r.found) {
         out->set_found(true);
@@ -363,7 +384,8 @@ grpc::ServerUnaryReactor* KvService::BatchWrite(grpc::CallbackServerContext* ctx
                               "batch of ", req->ops_size(), " ops; the limit is ",
                               fe_->limits().max_batch)));
   }
-  auto* call = new BatchWriteCall(ctx, resp);
+  auto* call = new BatchWriteCall(
+      ctx, resp, ResponseValueBudget(fe_->limits(), req->ops_size()));
   std::vector<std::unique_ptr<BatchWritePart>> parts(fe_->partitions());
   for (int i = 0; i < req->ops_size(); ++i) {
     v1::WriteResult* result = resp->add_results();
@@ -376,6 +398,7 @@ grpc::ServerUnaryReactor* KvService::BatchWrite(grpc::CallbackServerContext* ctx
       w = WriteOp::Put(op.put().key(), op.put().value());
       if (op.put().has_expected_version()) w.expected_version = op.put().expected_version();
       w.return_previous = op.put().return_previous();
+      if (w.return_previous) w.previous_budget = &call->previous_budget;
     } else if (op.has_delete_()) {
       s = fe_->CheckKey(op.delete_().key());
       w = WriteOp::Delete(op.delete_().key());
@@ -383,6 +406,7 @@ grpc::ServerUnaryReactor* KvService::BatchWrite(grpc::CallbackServerContext* ctx
         w.expected_version = op.delete_().expected_version();
       }
       w.return_previous = op.delete_().return_previous();
+      if (w.return_previous) w.previous_budget = &call->previous_budget;
     } else {
       s = absl::InvalidArgumentError("op is neither put nor delete");
     }
@@ -412,7 +436,8 @@ grpc::ServerUnaryReactor* KvService::BatchGet(grpc::CallbackServerContext* ctx,
   for (const std::string& key : req->keys()) {
     if (absl::Status s = fe_->CheckKey(key); !s.ok()) return FinishNow(ctx, s);
   }
-  auto* call = new BatchGetCall(ctx, req, resp);
+  auto* call = new BatchGetCall(ctx, req, resp,
+                                ResponseValueBudget(fe_->limits(), req->keys_size()));
   std::vector<std::unique_ptr<BatchGetPart>> parts(fe_->partitions());
   for (int i = 0; i < req->keys_size(); ++i) {
     resp->add_results();

@@ -24,7 +24,17 @@ struct ServiceLimits {
   uint64_t max_value_size = 16ull << 20;
   size_t max_batch = 10000;  // ops per BatchWrite, keys per BatchGet
   uint64_t scan_max_bytes = 4ull << 20;  // log bytes one Scan RPC examines
+  // The largest response (gRPC's send limit; Server sets it from
+  // max_message_bytes). BatchGet values and BatchWrite previous values
+  // that would not fit are INVALID_ARGUMENT, never a response gRPC
+  // refuses to send.
+  uint64_t max_response_bytes = 64ull << 20;
 };
+
+// Bytes of values a batch response of `items` results may carry under
+// `limits`: the limit less a generous allowance per result (field tags,
+// version, status message) and for the message itself; at least 0.
+int64_t ResponseValueBudget(const ServiceLimits& limits, size_t items);
 
 // The state handlers share: the workers (one per partition, owned by the
 // Server) and whether new requests are accepted.

@@ -64,7 +64,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
   std::vector<worker::Worker*> raw;
   for (auto& w : s->workers_) raw.push_back(w.get());
-  s->frontend_ = std::make_unique<Frontend>(raw, options.limits);
+  ServiceLimits limits = options.limits;
+  limits.max_response_bytes = static_cast<uint64_t>(options.max_message_bytes);
+  s->frontend_ = std::make_unique<Frontend>(raw, limits);
   s->kv_ = std::make_unique<KvService>(s->frontend_.get());
   s->admin_ = std::make_unique<AdminService>(s->frontend_.get());
 

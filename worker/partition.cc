@@ -443,6 +443,17 @@ WriteResult Partition::ApplyOne(const WriteOp& op) {
                      ", current ", r.previous_version));
     return r;
   }
+  if (op.return_previous && r.existed && op.previous_budget != nullptr) {
+    const int64_t n = cur.value_len;
+    if (op.previous_budget->fetch_sub(n, std::memory_order_relaxed) < n) {
+      op.previous_budget->fetch_add(n, std::memory_order_relaxed);
+      drop();
+      r.status = absl::InvalidArgumentError(absl::StrCat(
+          "the previous values asked for in this batch do not fit in one response; "
+          "this op (previous value ", n, " bytes) was not applied"));
+      return r;
+    }
+  }
   if (op.return_previous && r.existed) {
     auto old = log_->Read(
         pos->address + format::kRecordHeaderSize + cur.key_len, cur.value_len);

@@ -25,6 +25,7 @@
 #ifndef SEGKV_WORKER_PARTITION_H_
 #define SEGKV_WORKER_PARTITION_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -106,6 +107,11 @@ struct WriteOp {
   std::optional<uint64_t> expected_version;
   // Fill WriteResult::previous_value with the value this op replaces.
   bool return_previous = false;
+  // With return_previous: bytes of previous values the caller can still
+  // carry (one response for a whole batch), shared by the ops that point
+  // at it. An op whose previous value does not fit fails with
+  // INVALID_ARGUMENT and writes nothing.
+  std::atomic<int64_t>* previous_budget = nullptr;
 
   static WriteOp Put(absl::string_view key, absl::string_view value) {
     WriteOp op;

@@ -537,6 +537,68 @@ TEST_F(ServerTest, SecondServerOnTheSamePortIsUnavailable) {
   EXPECT_THAT(client_->Put("k", "v"), IsOk());
 }
 
+// A response gRPC would refuse to send (over --max_message_bytes) would
+// reach the client as RESOURCE_EXHAUSTED, which says "retry later". Batch
+// values that do not fit are INVALID_ARGUMENT instead, and a write whose
+// previous value does not fit is not applied.
+TEST_F(ServerTest, BatchValuesOverTheMessageLimitAreInvalidArgument) {
+  ServerOptions o = options_;
+  o.data_dir = dir_ + "-small-messages";
+  o.max_message_bytes = 256 << 10;  // holds 3 values of 64 KiB
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  std::unique_ptr<Server> server = std::move(*started);
+  client::ClientOptions co;
+  co.endpoint = server->address();
+  client::Client c(co);
+  const std::string old_value(64 << 10, 'o'), new_value = "n";
+  v1::BatchGetRequest get_all;
+  for (int i = 0; i < 8; ++i) {
+    const std::string key = absl::StrCat("big/", i);
+    ASSERT_THAT(c.Put(key, old_value), IsOk());
+    get_all.add_keys(key);
+  }
+  auto got = c.BatchGet(get_all);
+  EXPECT_THAT(got, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(got.status().message(), HasSubstr("fewer keys"));
+  v1::BatchGetRequest get_two;
+  get_two.add_keys("big/0");
+  get_two.add_keys("big/7");
+  got = c.BatchGet(get_two);
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->results(1).value(), old_value);
+
+  v1::BatchWriteRequest req;
+  for (int i = 0; i < 8; ++i) {
+    auto* put = req.add_ops()->mutable_put();
+    put->set_key(absl::StrCat("big/", i));
+    put->set_value(new_value);
+    put->set_return_previous(true);
+  }
+  auto resp = c.BatchWrite(req);
+  ASSERT_THAT(resp, IsOk());
+  int applied = 0, refused = 0;
+  for (int j = 0; j < 8; ++j) {
+    const auto& r = resp->results(j);
+    auto now = c.Get(req.ops(j).put().key());
+    ASSERT_THAT(now, IsOk());
+    if (r.has_status()) {
+      EXPECT_EQ(r.status().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+      EXPECT_THAT(r.status().message(), HasSubstr("not applied"));
+      EXPECT_EQ(now->value(), old_value);
+      ++refused;
+    } else {
+      EXPECT_EQ(r.previous_value(), old_value);
+      EXPECT_EQ(now->value(), new_value);
+      ++applied;
+    }
+  }
+  EXPECT_GT(applied, 0);
+  EXPECT_GT(refused, 0);
+  server->Shutdown(absl::Seconds(5));
+  std::filesystem::remove_all(o.data_dir);
+}
+
 TEST_F(ServerTest, MessageLimitBelowValueLimitIsInvalidArgument) {
   ServerOptions o = options_;
   o.data_dir = dir_ + "-other";
