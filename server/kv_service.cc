@@ -456,6 +456,12 @@ grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
   if (limit > 10000) {
     return FinishNow(ctx, absl::InvalidArgumentError("scan limit is at most 10000"));
   }
+  if (req->prefix().size() > worker::format::kMaxKeySize) {
+    // No key is that long: it would walk the whole log to find nothing.
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "scan prefix is ", req->prefix().size(),
+                              " bytes; no key is longer than ", worker::format::kMaxKeySize)));
+  }
   uint32_t partition = 0;
   uint64_t address = 0;
   const std::string& cursor = req->cursor();

@@ -338,6 +338,11 @@ TEST_F(ServerTest, MalformedScanCursorIsInvalidArgument) {
   req.clear_cursor();
   req.set_limit(10001);
   EXPECT_THAT(client_->Scan(req), StatusIs(absl::StatusCode::kInvalidArgument));
+  req.set_limit(10);
+  req.set_prefix(std::string(4097, 'p'));  // longer than any key
+  EXPECT_THAT(client_->Scan(req), StatusIs(absl::StatusCode::kInvalidArgument));
+  req.set_prefix(std::string(4096, 'p'));
+  EXPECT_THAT(client_->Scan(req), IsOk());
 }
 
 TEST_F(ServerTest, AdminStatusSyncAndSegments) {
