@@ -61,6 +61,13 @@ class FanOut : public FanOutCall {
     }
     bool Poll(Partition& p) override {
       std::optional<absl::Status> s = failed_;
+      // A cancelled call (client gone, deadline, or segkvd's shutdown grace
+      // over) stops waiting: shutdown waits for every call to finish. The
+      // work started (a compaction pass, a checkpoint) goes on.
+      if (!s.has_value() && f_->ctx_->IsCancelled()) {
+        s = absl::CancelledError(
+            "call cancelled; the work it started goes on in the background");
+      }
       if (!s.has_value()) s = f_->poll_(p, *w_);
       if (!s.has_value()) return false;
       f_->PartDone(*s);
@@ -81,13 +88,14 @@ class FanOut : public FanOutCall {
  private:
   FanOut(grpc::CallbackServerContext* ctx, Fn fn, std::function<void()> finish,
          PollFn poll)
-      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)),
+      : FanOutCall(ctx->DefaultReactor(), DeadlineOf(ctx)), ctx_(ctx),
         fn_(std::move(fn)), finish_(std::move(finish)), poll_(std::move(poll)) {}
 
   void BeforeFinish() override {
     if (finish_ != nullptr) finish_();
   }
 
+  grpc::CallbackServerContext* const ctx_;  // valid until the call finishes
   const Fn fn_;
   const std::function<void()> finish_;
   const PollFn poll_;

@@ -15,6 +15,9 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
@@ -31,7 +34,7 @@ std::string SegkvdPath() {
 // A segkvd child process on 127.0.0.1:0.
 class Segkvd {
  public:
-  explicit Segkvd(const std::string& data_dir) {
+  explicit Segkvd(const std::string& data_dir, const std::string& grace = "5s") {
     int out[2];
     EXPECT_EQ(::pipe(out), 0);
     pid_ = ::fork();
@@ -42,7 +45,7 @@ class Segkvd {
       const std::string dir = "--data_dir=" + data_dir;
       execl(bin.c_str(), bin.c_str(), "--listen=127.0.0.1:0", dir.c_str(), "--workers=2",
             "--durability=always", "--segment_size=1048576", "--max_value_size=65536",
-            "--shutdown_grace=5s",
+            ("--shutdown_grace=" + grace).c_str(),
             static_cast<char*>(nullptr));
       std::_Exit(127);
     }
@@ -73,6 +76,7 @@ class Segkvd {
     return status;
   }
   const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
@@ -150,6 +154,42 @@ TEST(SegkvdTest, SigtermDuringLoadLosesNoAcknowledgedWrite) {
 TEST(SegkvdTest, SigkillDuringLoadLosesNoAcknowledgedWrite) {
   const int status = LoadKillRestartCheck(SIGKILL);
   EXPECT_TRUE(WIFSIGNALED(status)) << status;
+}
+
+// A call whose request never arrives keeps a graceful shutdown waiting for
+// the whole grace period; a second signal ends the process at once.
+TEST(SegkvdTest, SecondSignalDuringShutdownExitsAtOnce) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(tmp != nullptr ? tmp : "/tmp") + "/segkvd-twice-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  Segkvd server(dir, "120s");
+  ASSERT_FALSE(server.address().empty());
+  auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  auto call = stub.PrepareCall(&ctx, "/segkv.v1.KV/Put", &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  ASSERT_TRUE(ok);  // headers sent: the server has a call waiting for its request
+  // Make sure the server has seen the call: a unary call on the same
+  // connection is answered only after the headers before it were read.
+  client::ClientOptions co;
+  co.endpoint = server.address();
+  ASSERT_TRUE(client::Client(co).Put("k", "v").ok());
+  const absl::Time start = absl::Now();
+  ASSERT_EQ(::kill(server.pid(), SIGTERM), 0);
+  const int status = server.Terminate(SIGINT);
+  EXPECT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(60));  // not the 120 s grace
+  ctx.TryCancel();
+  call.reset();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {}
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
