@@ -32,6 +32,9 @@ absl::Status Frontend::CheckKey(absl::string_view key) const {
 }
 
 absl::Status Frontend::CheckValue(absl::string_view value) const {
+  if (value.empty()) {
+    return absl::InvalidArgumentError("value is empty (to remove a key, Delete it)");
+  }
   if (value.size() > limits_.max_value_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "value is ", value.size(), " bytes; the limit is ", limits_.max_value_size));

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "glog/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -97,6 +98,31 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
             << s->port_ << " (durability " << worker::DurabilityName(options.partition.durability)
             << ")";
   return s;
+}
+
+void Server::FlushRemovals() {
+  class Flush : public worker::Request {
+   public:
+    explicit Flush(absl::BlockingCounter* done) : done_(done) {}
+    void Run(worker::Partition& p) override {
+      p.FlushRemovals();
+      done_->DecrementCount();
+      delete this;
+    }
+    void Abort(const absl::Status&) override {
+      done_->DecrementCount();
+      delete this;
+    }
+
+   private:
+    absl::BlockingCounter* const done_;
+  };
+  absl::BlockingCounter done(static_cast<int>(workers_.size()));
+  for (auto& w : workers_) {
+    auto* f = new Flush(&done);
+    while (!w->Submit(f)) std::this_thread::yield();  // a full queue drains
+  }
+  done.Wait();
 }
 
 std::string Server::address() const {

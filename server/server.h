@@ -54,6 +54,11 @@ class Server {
 
   Frontend& frontend() { return *frontend_; }
 
+  // Returns once every file the partitions have dropped so far (compacted
+  // segments, retired checkpoints) is unlinked: the workers hand unlinks
+  // to a helper thread. For tests that look at the data directory.
+  void FlushRemovals();
+
  private:
   Server() = default;
 

@@ -172,6 +172,17 @@ TEST_F(ServerTest, BadKeysAndValuesAreInvalidArgumentAndWriteNothing) {
   EXPECT_THAT(client_->Get(long_key), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(client_->Put("k", std::string((64 << 10) + 1, 'v')),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(client_->Put("k", ""), StatusIs(absl::StatusCode::kInvalidArgument));
+  v1::BatchWriteRequest batch;
+  batch.add_ops()->mutable_put()->set_key("k");  // empty value
+  auto* too_long = batch.add_ops()->mutable_put();
+  too_long->set_key(std::string(4097, 'k'));
+  too_long->set_value("v");
+  auto written = client_->BatchWrite(batch);
+  ASSERT_THAT(written, IsOk());
+  for (const auto& r : written->results()) {
+    EXPECT_EQ(r.status().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  }
   EXPECT_THAT(client_->Put(std::string(4096, 'k'), std::string(64 << 10, 'v')), IsOk());
   EXPECT_EQ(TotalKeys(), 1u);
   auto get = client_->Get("k");
@@ -190,6 +201,7 @@ TEST_F(ServerTest, BatchWriteReportsEveryOp) {
   req.add_ops();                                                // 51: empty op
   auto* cas = req.add_ops()->mutable_put();                     // 52: CAS fails
   cas->set_key("key1");
+  cas->set_value("v");
   cas->set_expected_version(999999);
   req.add_ops()->mutable_delete_()->set_key("key2");            // 53
   auto resp = client_->BatchWrite(req);
@@ -802,6 +814,7 @@ TEST_F(ServerTest, CheckpointCoversEveryPartitionAndStatusReportsIt) {
   }
   auto third = client_->Checkpoint();
   ASSERT_THAT(third, IsOk());
+  server_->FlushRemovals();  // the retired checkpoint is unlinked in the background
   auto st3 = client_->Status();
   ASSERT_THAT(st3, IsOk());
   for (uint32_t p = 0; p < 2; ++p) {
