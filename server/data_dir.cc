@@ -47,9 +47,12 @@ absl::StatusOr<std::unique_ptr<DataDirLock>> DataDirLock::Acquire(
 
 DataDirLock::~DataDirLock() { ::close(fd_); }
 
-absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
-                         uint32_t partitions, std::unique_ptr<DataDirLock>* lock) {
-  if (partitions == 0) return absl::InvalidArgumentError("need at least one partition");
+absl::StatusOr<uint32_t> OpenDataDir(worker::FileSystem* fs, const std::string& dir,
+                                     uint32_t partitions, uint32_t new_partitions,
+                                     std::unique_ptr<DataDirLock>* lock) {
+  if (partitions == 0 && new_partitions == 0) {
+    return absl::InvalidArgumentError("need at least one partition");
+  }
   const bool existed = fs->Exists(dir);
   if (absl::Status s = fs->CreateDir(dir); !s.ok()) return s;
   if (!existed) {
@@ -69,9 +72,12 @@ absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
       return absl::DataLossError(absl::StrCat(
           dir, " holds partition directories but no ", kIdentity, " file"));
     }
-    return worker::WriteFileAtomically(
+    if (partitions == 0) partitions = new_partitions;
+    absl::Status s = worker::WriteFileAtomically(
         fs, dir, kIdentity,
         absl::StrCat(kHeader, "\nformat 1\npartitions ", partitions, "\n"));
+    if (!s.ok()) return s;
+    return partitions;
   }
   auto data = fs->ReadFileToString(path);
   if (!data.ok()) return data.status();
@@ -82,13 +88,14 @@ absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
       !absl::SimpleAtoi(lines[2], &existing) || existing == 0) {
     return absl::DataLossError(absl::StrCat(path, " is damaged or not a segkv identity file"));
   }
+  if (partitions == 0) return existing;
   if (existing != partitions) {
     return absl::FailedPreconditionError(absl::StrCat(
         dir, " was created with ", existing, " partitions but ", partitions,
         " were asked for (--workers): keys are routed by partition count, so "
-        "it cannot change; start with --workers=", existing));
+        "it cannot change; start with --workers=", existing, " (or 0)"));
   }
-  return absl::OkStatus();
+  return partitions;
 }
 
 }  // namespace segkv::server

@@ -37,11 +37,13 @@ class DataDirLock {
 
 // Creates `dir` for `partitions` partitions, or checks that an existing one
 // was created for that many (FAILED_PRECONDITION with a clear message if
-// not; DATA_LOSS if its identity file is damaged). With `lock`, first takes
-// the directory's DataDirLock (POSIX file systems only) and hands it over.
-absl::Status OpenDataDir(worker::FileSystem* fs, const std::string& dir,
-                         uint32_t partitions,
-                         std::unique_ptr<DataDirLock>* lock = nullptr);
+// not; DATA_LOSS if its identity file is damaged). `partitions` 0 takes an
+// existing directory's count, and makes a new one with `new_partitions`.
+// Returns the partition count. With `lock`, first takes the directory's
+// DataDirLock (POSIX file systems only) and hands it over.
+absl::StatusOr<uint32_t> OpenDataDir(worker::FileSystem* fs, const std::string& dir,
+                                     uint32_t partitions, uint32_t new_partitions = 1,
+                                     std::unique_ptr<DataDirLock>* lock = nullptr);
 
 std::string PartitionDir(const std::string& dir, uint32_t partition);
 

@@ -18,8 +18,8 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7379", "host:port to serve gRPC on (port 0 picks a free one)");
 ABSL_FLAG(std::string, data_dir, "segkv-data", "data directory (created if missing)");
-ABSL_FLAG(int, workers, 0, "worker threads = partitions (0: one per CPU); fixed per data dir");
-ABSL_FLAG(bool, pin_workers, false, "pin worker i to CPU i");
+ABSL_FLAG(int, workers, 0, "worker threads = partitions, fixed per data dir (0: the data dir's count, or one per usable CPU for a new one)");
+ABSL_FLAG(bool, pin_workers, false, "pin worker i to the i-th CPU this process may use");
 ABSL_FLAG(std::string, durability, "always", "always (ack after fdatasync, group commit) | interval | none");
 ABSL_FLAG(absl::Duration, sync_interval, absl::Milliseconds(100), "fdatasync period under --durability=interval");
 ABSL_FLAG(uint64_t, segment_size, 128ull << 20, "log segment size in bytes for new partitions");

@@ -7,6 +7,7 @@
 #include "glog/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/cpus.h"
 #include "server/data_dir.h"
 
 namespace segkv::server {
@@ -14,9 +15,7 @@ namespace segkv::server {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   std::unique_ptr<Server> s(new Server());
   s->options_ = options;
-  int n = options.workers;
-  if (n < 0) return absl::InvalidArgumentError("--workers must be >= 0");
-  if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.workers < 0) return absl::InvalidArgumentError("--workers must be >= 0");
   if (options.queue_depth == 0) return absl::InvalidArgumentError("--queue_depth must be > 0");
   // A Put of the largest value must fit in one gRPC message.
   const uint64_t largest_put = options.limits.max_value_size + 2 * 4096;
@@ -29,12 +28,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
   worker::FileSystem* fs = options.partition.fs != nullptr ? options.partition.fs
                                                            : worker::DefaultFileSystem();
-  // The directory lock only means something on the real file system.
-  if (absl::Status st = OpenDataDir(fs, options.data_dir, n,
-                                    options.partition.fs == nullptr ? &s->lock_ : nullptr);
-      !st.ok()) {
-    return st;
-  }
+  // --workers=0: the data dir's own count, or one per usable CPU for a new
+  // one. The directory lock only means something on the real file system.
+  auto opened_dir = OpenDataDir(fs, options.data_dir, static_cast<uint32_t>(options.workers),
+                                static_cast<uint32_t>(UsableCpus()),
+                                options.partition.fs == nullptr ? &s->lock_ : nullptr);
+  if (!opened_dir.ok()) return opened_dir.status();
+  const int n = static_cast<int>(*opened_dir);
+  const std::vector<int> cpus = AllowedCpus();
 
   // Workers open (recover) their partitions in parallel.
   std::vector<absl::Status> opened(n);
@@ -47,9 +48,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     // Unlinking a compacted segment must not stall the worker.
     wo.partition.remove_in_background = true;
     wo.queue_capacity = options.queue_depth;
-    wo.cpu = options.pin_workers
-                 ? p % static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
-                 : -1;
+    // Pinned: worker p on the p-th CPU this process may use (round robin).
+    wo.cpu = options.pin_workers ? cpus[p % cpus.size()] : -1;
     s->workers_.push_back(std::make_unique<worker::Worker>(wo));
   }
   for (int p = 0; p < n; ++p) {

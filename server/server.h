@@ -23,7 +23,9 @@ namespace segkv::server {
 struct ServerOptions {
   std::string listen = "127.0.0.1:7379";  // host:port; port 0 picks one
   std::string data_dir = "segkv-data";
-  int workers = 0;  // partitions; 0 = one per CPU. Fixed per data dir.
+  // Partitions, fixed per data dir. 0: an existing dir's count, or
+  // UsableCpus() (server/cpus.h) for a new one.
+  int workers = 0;
   bool pin_workers = false;
   // Template for every partition (dir and partition_id are filled in).
   worker::PartitionOptions partition;

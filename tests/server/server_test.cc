@@ -3,6 +3,7 @@
 // restart, checkpoints (Admin.Checkpoint, recovery from them) and compaction
 // (Admin.Compact, dead ratios), health checking and reflection.
 #include "server/server.h"
+#include "server/cpus.h"
 
 #include <algorithm>
 #include <atomic>
@@ -614,6 +615,36 @@ TEST_F(ServerTest, BatchValuesOverTheMessageLimitAreInvalidArgument) {
   EXPECT_GT(refused, 0);
   server->Shutdown(absl::Seconds(5));
   std::filesystem::remove_all(o.data_dir);
+}
+
+TEST_F(ServerTest, WorkersZeroOpensADataDirWithItsOwnCount) {
+  ASSERT_THAT(client_->Put("k", "v"), IsOk());
+  options_.workers = 0;  // the default: whatever this directory was made with
+  Restart();
+  auto st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  EXPECT_EQ(st->partitions_size(), 2);
+  auto got = client_->Get("k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_TRUE(got->found());
+  // A new directory gets one partition per CPU this process may use.
+  StartFresh();
+  st = client_->Status();
+  ASSERT_THAT(st, IsOk());
+  EXPECT_EQ(st->partitions_size(), UsableCpus());
+}
+
+TEST(CpusTest, CgroupCpuMaxIsRoundedUpAndMaxIsNoLimit) {
+  EXPECT_EQ(CpusFromCgroupCpuMax("max 100000\n"), 0);
+  EXPECT_EQ(CpusFromCgroupCpuMax("200000 100000\n"), 2);
+  EXPECT_EQ(CpusFromCgroupCpuMax("150000 100000"), 2);  // 1500m
+  EXPECT_EQ(CpusFromCgroupCpuMax("50000 100000"), 1);
+  EXPECT_EQ(CpusFromCgroupCpuMax(""), 0);
+  EXPECT_EQ(CpusFromCgroupCpuMax("garbage"), 0);
+  EXPECT_EQ(CpusFromCgroupCpuMax("-1 100000"), 0);
+  const int usable = UsableCpus();
+  EXPECT_GE(usable, 1);
+  EXPECT_LE(usable, static_cast<int>(AllowedCpus().size()));
 }
 
 TEST_F(ServerTest, MessageLimitBelowValueLimitIsInvalidArgument) {
