@@ -162,6 +162,21 @@ TEST_F(ServerTest, ReturnPrevious) {
   ASSERT_THAT(put, IsOk());
   EXPECT_TRUE(put->existed());
   EXPECT_EQ(put->previous_value(), "old");
+  // Delete returns the value it removes, and nothing for a missing key.
+  v1::DeleteRequest del;
+  del.set_key("k");
+  del.set_return_previous(true);
+  auto d = client_->Delete(del);
+  ASSERT_THAT(d, IsOk());
+  EXPECT_TRUE(d->existed());
+  EXPECT_EQ(d->previous_value(), "new");
+  EXPECT_EQ(d->previous_version(), put->version());
+  EXPECT_GT(d->version(), put->version());
+  d = client_->Delete(del);
+  ASSERT_THAT(d, IsOk());
+  EXPECT_FALSE(d->existed());
+  EXPECT_EQ(d->previous_value(), "");
+  EXPECT_EQ(d->version(), 0u);
 }
 
 TEST_F(ServerTest, BadKeysAndValuesAreInvalidArgumentAndWriteNothing) {
@@ -171,6 +186,11 @@ TEST_F(ServerTest, BadKeysAndValuesAreInvalidArgumentAndWriteNothing) {
   const std::string long_key(4097, 'k');
   EXPECT_THAT(client_->Put(long_key, "v"), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(client_->Get(long_key), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(client_->Delete(long_key), StatusIs(absl::StatusCode::kInvalidArgument));
+  v1::BatchGetRequest bad_get;
+  bad_get.add_keys("fine");
+  bad_get.add_keys(long_key);
+  EXPECT_THAT(client_->BatchGet(bad_get), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(client_->Put("k", std::string((64 << 10) + 1, 'v')),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(client_->Put("k", ""), StatusIs(absl::StatusCode::kInvalidArgument));
@@ -410,7 +430,15 @@ TEST_F(ServerTest, FullQueueIsResourceExhaustedAndServerKeepsServing) {
   while (server_->frontend().worker(0)->queue_depth() < 2) std::this_thread::yield();
   EXPECT_THAT(client_->Put("refused", "v"), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(client_->Get("refused"), StatusIs(absl::StatusCode::kResourceExhausted));
-  // A batch reports the refusal per op; an Admin fan-out fails whole.
+  EXPECT_THAT(client_->Delete("queued0"), StatusIs(absl::StatusCode::kResourceExhausted));
+  v1::ScanRequest scan;
+  EXPECT_THAT(client_->Scan(scan), StatusIs(absl::StatusCode::kResourceExhausted));
+  // A BatchGet fails whole (its answer would have holes); a BatchWrite
+  // reports the refusal per op.
+  v1::BatchGetRequest batch_get;
+  batch_get.add_keys("refused");
+  EXPECT_THAT(client_->BatchGet(batch_get), StatusIs(absl::StatusCode::kResourceExhausted));
+  // An Admin fan-out fails whole.
   v1::BatchWriteRequest batch;
   auto* put = batch.add_ops()->mutable_put();
   put->set_key("refused");
@@ -437,19 +465,38 @@ TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceededAndNotApplied) {
   std::thread put([&] {
     EXPECT_THAT(impatient.Put("late", "v"), StatusIs(absl::StatusCode::kDeadlineExceeded));
   });
+  // A batch whose ops all belong to the blocked partition.
+  v1::BatchWriteRequest batch;
+  for (int i = 0; batch.ops_size() < 2; ++i) {
+    const std::string key = absl::StrCat("late-batch-", i);
+    if (worker != server_->frontend().worker(server_->frontend().PartitionOf(key))) continue;
+    auto* op = batch.add_ops()->mutable_put();
+    op->set_key(key);
+    op->set_value("v");
+  }
+  std::thread write([&] {
+    EXPECT_THAT(impatient.BatchWrite(batch), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  });
   // The server's deadline is its receipt time plus the timeout the client
-  // sent (at most 50 ms), so it has passed 50 ms after the request is seen
-  // queued, however late the server read it. Only then free the worker.
-  while (worker->queue_depth() < 1) std::this_thread::yield();
+  // sent (at most 50 ms), so it has passed 50 ms after the requests are
+  // seen queued, however late the server read them. Only then free the
+  // worker.
+  while (worker->queue_depth() < 2) std::this_thread::yield();
   const absl::Time queued_by = absl::Now();
   put.join();
+  write.join();
   absl::SleepFor(queued_by + absl::Milliseconds(60) - absl::Now());
   blocker->release.Notify();
   blocker->done.WaitForNotification();
-  // The worker meets the request after its deadline and does not apply it.
+  // The worker meets the requests after their deadline and applies neither.
   auto get = client_->Get("late");
   ASSERT_THAT(get, IsOk());
   EXPECT_FALSE(get->found());
+  for (const auto& op : batch.ops()) {
+    get = client_->Get(op.put().key());
+    ASSERT_THAT(get, IsOk());
+    EXPECT_FALSE(get->found()) << op.put().key();
+  }
 }
 
 TEST_F(ServerTest, ConcurrentCompareAndSetLosesNoUpdate) {
