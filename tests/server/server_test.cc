@@ -27,6 +27,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/testing/partition_testing.h"
+#include "worker/mem_fs.h"
 
 namespace segkv::server {
 namespace {
@@ -692,6 +693,72 @@ TEST(CpusTest, CgroupCpuMaxIsRoundedUpAndMaxIsNoLimit) {
   const int usable = UsableCpus();
   EXPECT_GE(usable, 1);
   EXPECT_LE(usable, static_cast<int>(AllowedCpus().size()));
+}
+
+// Storage errors through the service, on a file system that can fail: a
+// full disk is RESOURCE_EXHAUSTED and passes; a failed fsync is
+// UNAVAILABLE for every later write while reads go on; damage is
+// DATA_LOSS.
+TEST_F(ServerTest, StorageErrorsReachClientsWithTheirCodes) {
+  worker::MemFileSystem fs;
+  ASSERT_THAT(fs.CreateDir("/"), IsOk());
+  ServerOptions o = options_;
+  o.workers = 1;
+  o.data_dir = "/mem";
+  o.partition.fs = &fs;
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  std::unique_ptr<Server> server = std::move(*started);
+  client::ClientOptions co;
+  co.endpoint = server->address();
+  client::Client c(co);
+  // More than one 1 MiB segment, so segment 0 is sealed.
+  const std::string value(32 << 10, 'v');
+  for (int i = 0; i < 40; ++i) ASSERT_THAT(c.Put(absl::StrCat("k", i), value), IsOk());
+
+  uint64_t used = 0;
+  auto names = fs.ListDir("/mem/p0");
+  ASSERT_THAT(names, IsOk());
+  for (const auto& n : *names) used += fs.Contents("/mem/p0/" + n).size();
+  fs.SetCapacity(used + 1024);
+  EXPECT_THAT(c.Put("full", value), StatusIs(absl::StatusCode::kResourceExhausted));
+  fs.SetCapacity(0);
+  ASSERT_THAT(c.Put("room-again", value), IsOk());
+  auto got = c.Get("full");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_FALSE(got->found());
+
+  // Damage in the middle of the sealed segment: a scan reaching it stops.
+  const std::string seg0 = "/mem/p0/seg-00000000000000000000.log";
+  std::string bytes = fs.Contents(seg0);
+  ASSERT_GT(bytes.size(), 600u << 10);
+  bytes[500 << 10] ^= 0x55;
+  ASSERT_TRUE(fs.OverwriteFile(seg0, bytes));
+  v1::ScanRequest scan;
+  scan.set_limit(10000);
+  absl::StatusCode scan_code = absl::StatusCode::kOk;
+  for (int rpcs = 0; rpcs < 1000; ++rpcs) {
+    auto page = c.Scan(scan);
+    if (!page.ok()) {
+      scan_code = page.status().code();
+      break;
+    }
+    if (page->next_cursor().empty()) break;
+    scan.set_cursor(page->next_cursor());
+  }
+  EXPECT_EQ(scan_code, absl::StatusCode::kDataLoss);
+
+  fs.FailSyncsAfter(0, EIO);
+  EXPECT_THAT(c.Put("lost", "v"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(c.Put("k0", "v"), StatusIs(absl::StatusCode::kUnavailable));
+  got = c.Get("k1");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->value(), value);
+  auto st = c.Status();
+  ASSERT_THAT(st, IsOk());
+  EXPECT_NE(st->partitions(0).error(), "");
+  fs.FailSyncsAfter(-1, 0);
+  server->Shutdown(absl::Seconds(5));
 }
 
 TEST_F(ServerTest, MessageLimitBelowValueLimitIsInvalidArgument) {
