@@ -1,5 +1,6 @@
 #include "server/kv_service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -40,6 +41,16 @@ absl::Status Frontend::CheckValue(absl::string_view value) const {
         "value is ", value.size(), " bytes; the limit is ", limits_.max_value_size));
   }
   return absl::OkStatus();
+}
+
+uint64_t ScanBudget(const ServiceLimits& limits, size_t limit) {
+  // A response holds values of records from the log it examined: at most
+  // the budget plus the one record that crosses it (a full value), plus
+  // per-item overhead. At least one byte, so every call moves on.
+  const int64_t fits = ResponseValueBudget(limits, limit) -
+                       static_cast<int64_t>(limits.max_value_size) - 2 * 4096;
+  return std::clamp<uint64_t>(fits > 0 ? static_cast<uint64_t>(fits) : 1, 1,
+                              std::max<uint64_t>(limits.scan_max_bytes, 1));
 }
 
 int64_t ResponseValueBudget(const ServiceLimits& limits, size_t items) {
@@ -294,7 +305,7 @@ class ScanCall : public UnaryRequest {
            uint64_t address, size_t limit)
       : UnaryRequest(ctx), fe_(fe), req_(req), resp_(resp),
         partition_(partition), address_(address), remaining_(limit),
-        budget_(fe->limits().scan_max_bytes) {}
+        budget_(ScanBudget(fe->limits(), limit)) {}
 
   void Run(Partition& p) override {
     std::vector<worker::ScanItem> items;

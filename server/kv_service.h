@@ -36,6 +36,10 @@ struct ServiceLimits {
 // version, status message) and for the message itself; at least 0.
 int64_t ResponseValueBudget(const ServiceLimits& limits, size_t items);
 
+// Log bytes one Scan call of up to `limit` items may examine: scan_max_bytes,
+// or less if its response could otherwise outgrow max_response_bytes.
+uint64_t ScanBudget(const ServiceLimits& limits, size_t limit);
+
 // The state handlers share: the workers (one per partition, owned by the
 // Server) and whether new requests are accepted.
 class Frontend {

@@ -661,6 +661,21 @@ TEST_F(ServerTest, BatchValuesOverTheMessageLimitAreInvalidArgument) {
   }
   EXPECT_GT(applied, 0);
   EXPECT_GT(refused, 0);
+
+  // A scan examines less log per call when its answer could outgrow the
+  // limit, and still reaches every key.
+  for (int i = 0; i < 16; ++i) ASSERT_THAT(c.Put(absl::StrCat("more/", i), old_value), IsOk());
+  std::set<std::string> scanned;
+  v1::ScanRequest scan;
+  scan.set_limit(10000);
+  for (int rpcs = 0; rpcs < 1000; ++rpcs) {
+    auto page = c.Scan(scan);
+    ASSERT_THAT(page, IsOk());
+    for (const auto& kv : page->items()) scanned.insert(kv.key());
+    if (page->next_cursor().empty()) break;
+    scan.set_cursor(page->next_cursor());
+  }
+  EXPECT_EQ(scanned.size(), 24u);
   server->Shutdown(absl::Seconds(5));
   std::filesystem::remove_all(o.data_dir);
 }
