@@ -30,6 +30,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
 
 ABSL_FLAG(std::string, endpoint, "127.0.0.1:7379", "segkvd address host:port");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5), "deadline of each RPC");
@@ -307,44 +309,40 @@ absl::Status CmdScan(Client& c, const Invocation& inv, std::ostream& out) {
   return absl::OkStatus();
 }
 
+// Every scalar field of a message under its proto name, so the JSON of
+// `status` follows the proto as fields are added. Unset optional fields are
+// left out.
+JsonObject AllFields(const google::protobuf::Message& m) {
+  using FD = google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* r = m.GetReflection();
+  const google::protobuf::Descriptor* d = m.GetDescriptor();
+  JsonObject o;
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FD* f = d->field(i);
+    if (f->is_repeated() || (f->has_presence() && !r->HasField(m, f))) continue;
+    switch (f->cpp_type()) {
+      case FD::CPPTYPE_UINT32: o.Uint(f->name(), r->GetUInt32(m, f)); break;
+      case FD::CPPTYPE_UINT64: o.Uint(f->name(), r->GetUInt64(m, f)); break;
+      case FD::CPPTYPE_INT32: o.Int(f->name(), r->GetInt32(m, f)); break;
+      case FD::CPPTYPE_INT64: o.Int(f->name(), r->GetInt64(m, f)); break;
+      case FD::CPPTYPE_DOUBLE: o.Double(f->name(), r->GetDouble(m, f)); break;
+      case FD::CPPTYPE_FLOAT: o.Double(f->name(), r->GetFloat(m, f)); break;
+      case FD::CPPTYPE_BOOL: o.Bool(f->name(), r->GetBool(m, f)); break;
+      case FD::CPPTYPE_STRING: o.Bytes(f->name(), r->GetString(m, f)); break;
+      case FD::CPPTYPE_ENUM: o.Str(f->name(), r->GetEnum(m, f)->name()); break;
+      case FD::CPPTYPE_MESSAGE: break;  // none in PartitionStatus
+    }
+  }
+  return o;
+}
+
 absl::Status CmdStatus(Client& c, const Invocation& inv, std::ostream& out) {
   absl::StatusOr<v1::StatusResponse> r = c.Status();
   if (!r.ok()) return r.status();
   if (inv.format == Format::kJson) {
     std::vector<JsonObject> objs;
     for (const v1::PartitionStatus& p : r->partitions()) {
-      objs.push_back(JsonObject()
-                         .Uint("partition", p.partition())
-                         .Uint("keys", p.keys())
-                         .Uint("live_bytes", p.live_bytes())
-                         .Uint("dead_bytes", p.dead_bytes())
-                         .Uint("segments", p.segments())
-                         .Uint("queue_depth", p.queue_depth())
-                         .Str("durability", p.durability())
-                         .Str("error", p.error())
-                         .Uint("index_bytes", p.index_bytes())
-                         .Uint("next_version", p.next_version())
-                         .Uint("tail_address", p.tail_address())
-                         .Uint("synced_address", p.synced_address())
-                         .Uint("syncs", p.syncs())
-                         .Uint("recovered_records", p.recovered_records())
-                         .Double("recovery_seconds", p.recovery_seconds())
-                         .Uint("recovered_from_checkpoint", p.recovered_from_checkpoint())
-                         .Uint("checkpoints_rejected", p.checkpoints_rejected())
-                         .Uint("last_checkpoint_id", p.last_checkpoint_id())
-                         .Uint("last_checkpoint_covered_address",
-                               p.last_checkpoint_covered_address())
-                         .Int("last_checkpoint_unix_ms", p.last_checkpoint_unix_ms())
-                         .Double("last_checkpoint_copy_ms", p.last_checkpoint_copy_ms())
-                         .Uint("checkpoints_taken", p.checkpoints_taken())
-                         .Uint("checkpoints_failed", p.checkpoints_failed())
-                         .Str("checkpoint_error", p.checkpoint_error())
-                         .Double("dead_ratio", p.dead_ratio())
-                         .Double("max_segment_dead_ratio", p.max_segment_dead_ratio())
-                         .Uint("segments_compacted", p.segments_compacted())
-                         .Uint("bytes_reclaimed", p.bytes_reclaimed())
-                         .Str("compaction_error", p.compaction_error())
-                         .Uint("compaction_errors", p.compaction_errors()));
+      objs.push_back(AllFields(p));
     }
     out << JsonArray(objs) << "\n";
   } else {

@@ -157,6 +157,8 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* ctx,
     out->set_bytes_reclaimed(st.compaction.bytes_reclaimed);
     out->set_records_relocated(st.compaction.records_relocated);
     out->set_tombstones_dropped(st.compaction.tombstones_dropped);
+    out->set_segments_dropped_unread(st.compaction.segments_dropped_unread);
+    out->set_segments_walked(st.compaction.segments_walked);
     if (st.compaction.current.has_value()) {
       out->set_compacting_segment(*st.compaction.current);
     }

@@ -34,7 +34,8 @@ ABSL_FLAG(uint64_t, checkpoints_to_keep, 2, "index checkpoints kept per partitio
 ABSL_FLAG(double, compaction_dead_ratio, 0.5, "compact a sealed segment once this fraction of it is dead (above 1: only on Admin.Compact, which then defaults to 0.5)");
 ABSL_FLAG(bool, checkpoint_on_close, true, "take a checkpoint at shutdown if the log grew since the last (the next start replays nothing)");
 ABSL_FLAG(double, compaction_work_ratio, 1.0, "compaction bytes scanned per byte written while busy (idle: runs until no segment is over the dead ratio)");
-ABSL_FLAG(double, compaction_space_limit, 3.0, "while busy, compaction keeps up with writes once log bytes / live bytes exceed this (0: no limit)");
+ABSL_FLAG(double, compaction_space_limit, 3.0, "while busy, compaction keeps up with writes once log bytes exceed this x live bytes plus one segment (0: no limit)");
+ABSL_FLAG(double, compaction_min_age_segments, 1.0, "while busy and under the space limit, a sealed segment is compacted only once this many segments' worth of log was written after it (0: no wait)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "time in-flight requests get on SIGTERM");
 
 int main(int argc, char** argv) {
@@ -75,15 +76,19 @@ int main(int argc, char** argv) {
   o.partition.compaction_dead_ratio = absl::GetFlag(FLAGS_compaction_dead_ratio);
   o.partition.compaction_work_ratio = absl::GetFlag(FLAGS_compaction_work_ratio);
   o.partition.compaction_space_limit = absl::GetFlag(FLAGS_compaction_space_limit);
+  o.partition.compaction_min_age_segments = absl::GetFlag(FLAGS_compaction_min_age_segments);
   if (o.partition.checkpoint_interval < absl::ZeroDuration() ||
       o.partition.checkpoints_to_keep < 1 ||
       !(o.partition.compaction_dead_ratio >= 0) ||
       !(o.partition.compaction_work_ratio > 0 && o.partition.compaction_work_ratio <= 1000) ||
-      !(o.partition.compaction_space_limit == 0 || o.partition.compaction_space_limit > 1)) {
+      !(o.partition.compaction_space_limit == 0 || o.partition.compaction_space_limit > 1) ||
+      !(o.partition.compaction_min_age_segments >= 0 &&
+        o.partition.compaction_min_age_segments <= 1000)) {
     std::fprintf(stderr,
                  "segkvd: --checkpoint_interval must be >= 0, --checkpoints_to_keep >= 1, "
-                 "--compaction_dead_ratio >= 0, --compaction_work_ratio in (0, 1000] and "
-                 "--compaction_space_limit 0 or > 1\n");
+                 "--compaction_dead_ratio >= 0, --compaction_work_ratio in (0, 1000], "
+                 "--compaction_space_limit 0 or > 1 and --compaction_min_age_segments in "
+                 "[0, 1000]\n");
     return 2;
   }
   o.queue_depth = absl::GetFlag(FLAGS_queue_depth);

@@ -20,9 +20,11 @@
 #ifndef SEGKV_WORKER_HASH_INDEX_H_
 #define SEGKV_WORKER_HASH_INDEX_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -147,6 +149,33 @@ class HashIndex {
         if (n->address() != 0) f(n->fp, n->address());
       }
     }
+  }
+
+  // Appends (fp, address) of every entry of buckets [first, last) (slots
+  // and overflow chains) whose address is in [lo, hi). Walking every
+  // bucket in increasing order in several calls, with inserts and splits
+  // in between, meets every entry that was in the index at the first call
+  // and is still there, because a split only moves entries to a bucket
+  // with a higher number than the one split.
+  void EntriesIn(uint64_t first, uint64_t last, uint64_t lo, uint64_t hi,
+                 std::vector<std::pair<uint32_t, uint64_t>>* out) const {
+    last = std::min(last, num_buckets_);
+    for (uint64_t i = first; i < last; ++i) {
+      const Bucket* b = BucketAt(i);
+      for (int s = 0; s < kSlots; ++s) {
+        const uint64_t a = b->address(s);
+        if (a >= lo && a < hi) out->emplace_back(b->fp[s], a);
+      }
+      for (uint32_t ref = b->overflow; ref != 0; ref = NodeAt(ref)->next) {
+        const Node* n = NodeAt(ref);
+        const uint64_t a = n->address();
+        if (a >= lo && a < hi) out->emplace_back(n->fp, a);
+      }
+    }
+  }
+  // Bytes a walk over every bucket and overflow node reads.
+  uint64_t WalkBytes() const {
+    return num_buckets_ * sizeof(Bucket) + num_overflow_nodes() * sizeof(Node);
   }
 
   // ---- Checkpoint images (docs/format/checkpoint.md) ----

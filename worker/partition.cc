@@ -126,10 +126,12 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
       !(options.compaction_work_ratio > 0 && options.compaction_work_ratio <= 1000) ||
       options.compaction_min_step == 0 ||
       !(options.compaction_space_limit == 0 || options.compaction_space_limit > 1) ||
+      !(options.compaction_min_age_segments >= 0 && options.compaction_min_age_segments <= 1000) ||
       options.checkpoint_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "checkpoints_to_keep must be >= 1, compaction ratios >= 0 (work in (0, 1000]), "
-        "compaction min step > 0, space limit 0 or > 1, checkpoint interval >= 0");
+        "compaction min step > 0, space limit 0 or > 1, compaction min age in [0, 1000] "
+        "segments, checkpoint interval >= 0");
   }
   std::unique_ptr<Partition> p(new Partition(options));
   if (absl::Status s = p->Recover(); !s.ok()) return s;
@@ -702,6 +704,7 @@ absl::Status Partition::Tick() {
   // Idle: no request at all since the last Tick (a batch of reads is not
   // idle time; it just earns no compaction credit).
   const bool idle = requests_since_tick_ == 0;
+  idle_tick_ = idle;
   requests_since_tick_ = 0;
   if (!finishing_.empty() && log_->failure().ok() && absl::Now() >= compaction_retry_at_) {
     // Compacted segments whose copies the log has since synced go; an
@@ -717,8 +720,7 @@ absl::Status Partition::Tick() {
   if (!idle && (look_now_ || written_since_look_ >= options_.compaction_min_step)) {
     written_since_look_ = 0;
     look_now_ = false;
-    over_space_limit_ = options_.compaction_space_limit > 0 &&
-                        SpaceAmplification() > options_.compaction_space_limit;
+    over_space_limit_ = OverSpaceLimit();
     pick_pending_ = true;
   }
   if (over_space_limit_ && !idle) {
@@ -777,7 +779,8 @@ bool Partition::HasBackgroundWork() const {
   if (forced_ratio_.has_value() ||
       ((victim_.has_value() || !finishing_.empty() ||
         (options_.compaction_dead_ratio <= 1.0 &&
-         PickVictim(options_.compaction_dead_ratio).has_value())) &&
+         PickVictim(options_.compaction_dead_ratio, /*young_segments_wait=*/false)
+             .has_value())) &&
        absl::Now() >= compaction_retry_at_)) {
     return log_->failure().ok();
   }
@@ -929,13 +932,44 @@ bool Partition::HasOlderSegment(uint64_t id) const {
   return !segments.empty() && segments.front().id < id;
 }
 
-double Partition::SpaceAmplification() const {
+bool Partition::NothingToKeep(uint64_t id) const {
+  if (id >= usage_.size()) return false;
+  const SegmentUsage& u = usage_[id];
+  return u.total_bytes > 0 && u.live_bytes == 0 &&
+         (u.tombstone_bytes == 0 || !HasOlderSegment(id));
+}
+
+void Partition::VerifyNothingLive(uint64_t id, uint64_t end) {
+  const uint64_t base = id * log_->segment_size();
+  for (uint64_t off = format::kSegmentHeaderSize; off < end;) {
+    RecordHeader h;
+    absl::string_view rec;
+    if (!log_->RecordAt(base + off, &h, &rec).ok()) return;  // damage: not our question
+    if (h.type == RecordType::kPut) {
+      const uint64_t address = base + off;
+      const uint32_t fp =
+          HashIndex::Fingerprint(KeyHash(rec.substr(format::kRecordHeaderSize, h.key_len)));
+      CHECK(!index_.Find(fp, [address](uint64_t a) { return a == address; }).found())
+          << "segment " << id << " has a live record at offset " << off
+          << " that compaction was about to delete";
+    }
+    off += h.size();
+  }
+}
+
+bool Partition::OverSpaceLimit() const {
+  if (options_.compaction_space_limit <= 0) return false;
   uint64_t total = 0, live = 0;
   for (const SegmentUsage& u : usage_) {
     total += u.total_bytes;
     live += u.live_bytes;
   }
-  return live == 0 ? 1.0 : static_cast<double>(total) / static_cast<double>(live);
+  // One segment of slack: the active segment is not compaction's to
+  // reclaim, and without it a data set much smaller than a segment would
+  // hold compaction in keep-up mode for ever.
+  return static_cast<double>(total) >
+         options_.compaction_space_limit * static_cast<double>(live) +
+             static_cast<double>(log_->segment_size());
 }
 
 double Partition::DeadRatio(uint64_t id) const {
@@ -947,13 +981,22 @@ double Partition::DeadRatio(uint64_t id) const {
          static_cast<double>(u.total_bytes);
 }
 
-std::optional<uint64_t> Partition::PickVictim(double min_ratio) const {
+uint64_t Partition::SegmentAge(uint64_t id) const {
+  const uint64_t end = (id + 1) * log_->segment_size();
+  return log_->tail() > end ? log_->tail() - end : 0;
+}
+
+std::optional<uint64_t> Partition::PickVictim(double min_ratio, bool young_segments_wait) const {
+  const double min_age =
+      options_.compaction_min_age_segments * static_cast<double>(log_->segment_size());
+  young_segments_wait = young_segments_wait && min_age > 0;
   std::optional<uint64_t> best;
   double best_ratio = -1;
   const std::vector<SegmentInfo> segments = log_->Segments();
   const uint64_t oldest = segments.empty() ? 0 : segments.front().id;
   for (const SegmentInfo& info : segments) {
     if (!info.sealed || bad_segments_.contains(info.id)) continue;
+    if (young_segments_wait && SegmentAge(info.id) < min_age) continue;
     if (std::any_of(finishing_.begin(), finishing_.end(),
                     [&](const Finishing& f) { return f.id == info.id; })) {
       continue;  // compacted already, waiting to be deleted
@@ -998,7 +1041,13 @@ absl::Status Partition::Compact(double min_dead_ratio) {
 absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
   if (!log_->failure().ok()) return log_->failure();
   if (!victim_.has_value()) {
-    victim_ = PickVictim(forced_ratio_.value_or(options_.compaction_dead_ratio));
+    // While writes come in, a segment written recently waits (unless the
+    // log is over its space limit): its live records are the newest, the
+    // likeliest to be overwritten soon, so copying them now is mostly
+    // wasted. A forced pass and idle time take any segment.
+    victim_ = PickVictim(forced_ratio_.value_or(options_.compaction_dead_ratio),
+                         /*young_segments_wait=*/!forced_ratio_.has_value() &&
+                             !over_space_limit_ && !idle_tick_);
     if (!victim_.has_value()) {
       if (!forced_ratio_.has_value()) return absl::OkStatus();
       // A forced pass is over once every segment it (or automatic
@@ -1010,12 +1059,26 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
     victim_offset_ = format::kSegmentHeaderSize;
     compaction_.current = victim_;
     victim_dead_fraction_ = DeadRatio(*victim_);
+    walk_bucket_ = 0;
+    victim_by_walk_ = options_.compaction_shortcuts && WalkIsCheaper(*victim_);
   }
   uint64_t end = 0;
   for (const SegmentInfo& info : log_->Segments()) {
     if (info.id == *victim_) end = info.end_offset;
   }
   const uint64_t base = *victim_ * log_->segment_size();
+  if (options_.compaction_shortcuts && victim_offset_ == format::kSegmentHeaderSize &&
+      walk_bucket_ == 0 && NothingToKeep(*victim_)) {
+    // The usage table says no record here is live and no tombstone is
+    // needed: delete the segment without reading it. Under overwrites most
+    // victims are like this, and reading one costs an index probe (a cache
+    // miss) per record.
+    if (options_.verify_compaction) VerifyNothingLive(*victim_, end);
+    ++compaction_.segments_dropped_unread;
+    victim_offset_ = end;
+    return FinishVictim();
+  }
+  if (victim_by_walk_) return WalkStep(base, end, budget, scanned_out);
   uint64_t scanned = 0;
   // Records are looked at in runs of up to 16: the index buckets of a run
   // are loaded together so their cache misses overlap.
@@ -1025,7 +1088,12 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
     uint32_t fp;
   };
   Scanned run[16];
-  while (victim_offset_ < end && scanned < budget) {
+  // Once nothing in the victim is left to keep (its last live records were
+  // overwritten or relocated), the rest need not be read.
+  auto done = [&] {
+    return victim_offset_ >= end || (options_.compaction_shortcuts && NothingToKeep(*victim_));
+  };
+  while (!done() && scanned < budget) {
     size_t n = 0;
     uint64_t off = victim_offset_;
     absl::Status damage;
@@ -1058,7 +1126,74 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
           victim_offset_, ": ", damage.message()));
     }
   }
-  if (victim_offset_ < end) return absl::OkStatus();
+  if (!done()) return absl::OkStatus();
+  if (options_.verify_compaction && victim_offset_ < end) VerifyNothingLive(*victim_, end);
+  victim_offset_ = end;
+  return FinishVictim();
+}
+
+bool Partition::WalkIsCheaper(uint64_t id) const {
+  if (id >= usage_.size()) return false;
+  const SegmentUsage& u = usage_[id];
+  // Only puts have index entries: tombstones an older segment may still
+  // need are found by reading the segment.
+  if (u.tombstone_bytes > 0 && HasOlderSegment(id)) return false;
+  // A scan reads the segment in order and probes a random bucket per
+  // record; a walk reads the index in order and only the live records.
+  return index_.WalkBytes() <= u.total_bytes / 2 && u.live_bytes <= u.total_bytes / 8;
+}
+
+absl::Status Partition::WalkStep(uint64_t base, uint64_t end, uint64_t budget,
+                                 uint64_t* scanned_out) {
+  // The walk is charged as the scan it replaces: visiting a fraction of
+  // the buckets costs that fraction of the segment's bytes, so pacing (and
+  // the space bound's arithmetic) stays the same.
+  const uint64_t span = std::max<uint64_t>(end - format::kSegmentHeaderSize, 1);
+  uint64_t scanned = 0;
+  // As in a scan, the walk stops once nothing in the victim is left to keep.
+  auto done = [&] {
+    return walk_bucket_ >= index_.num_buckets() || NothingToKeep(*victim_);
+  };
+  while (!done() && scanned < budget) {
+    const uint64_t buckets = index_.num_buckets();
+    const uint64_t first = walk_bucket_;
+    // Runs of up to 64 buckets, fewer when the budget left covers fewer.
+    const uint64_t left = budget - scanned;
+    const uint64_t want =
+        left >= span ? 64
+                     : std::clamp<uint64_t>((left * buckets + span - 1) / span, 1, 64);
+    const uint64_t last = std::min(first + want, buckets);
+    walk_entries_.clear();
+    index_.EntriesIn(first, last, base + format::kSegmentHeaderSize, base + end,
+                     &walk_entries_);
+    for (const auto& [fp, address] : walk_entries_) {
+      RecordHeader h;
+      absl::string_view rec;
+      if (absl::Status damage = log_->RecordAt(address, &h, &rec); !damage.ok()) {
+        // A live record in a sealed segment is damaged: leave the segment
+        // alone and say so.
+        bad_segments_.insert(*victim_);
+        const uint64_t id = *victim_;
+        victim_.reset();
+        compaction_.current.reset();
+        return absl::DataLossError(absl::StrCat("compaction of segment ", id,
+                                                ": live record at offset ", address - base,
+                                                ": ", damage.message()));
+      }
+      // Still live is checked again there (the entry points at exactly
+      // this address).
+      if (absl::Status s = RelocateRecord(address, fp, h, rec); !s.ok()) {
+        return s;  // this run is walked again by a later step
+      }
+    }
+    walk_bucket_ = last;
+    scanned += std::max<uint64_t>((last - first) * span / buckets, 1);
+    if (scanned_out != nullptr) *scanned_out = scanned;
+  }
+  if (!done()) return absl::OkStatus();
+  if (options_.verify_compaction) VerifyNothingLive(*victim_, end);
+  ++compaction_.segments_walked;
+  victim_offset_ = end;
   return FinishVictim();
 }
 

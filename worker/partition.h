@@ -86,11 +86,33 @@ struct PartitionOptions {
   double compaction_work_ratio = 1.0;
   uint64_t compaction_min_step = 256 << 10;
   // Bound on space amplification (record bytes in the log / live record
-  // bytes) under sustained writes: above it, busy Ticks compact at least
-  // as fast as writes add bytes (scanning written / (1 - the victim's live
-  // fraction)), so the log stops growing. 0: no bound (the work ratio
-  // alone paces compaction while busy).
+  // bytes) under sustained writes: once the log's record bytes exceed
+  // this x live bytes plus one segment (the active one, which compaction
+  // cannot reclaim), busy Ticks compact at least as fast as writes add
+  // bytes (scanning written / (1 - the victim's live fraction)), so the
+  // log stops growing. 0: no bound (the work ratio alone paces compaction
+  // while busy).
   double compaction_space_limit = 3.0;
+  // While writes come in (not when idle, not in a forced pass, not over
+  // the space limit), automatic compaction leaves a sealed segment alone
+  // until this many segments' worth of log has been written after it: its
+  // live records are the newest, the likeliest to be overwritten soon, so
+  // copying them early is mostly wasted work. 0: no wait.
+  double compaction_min_age_segments = 1.0;
+  // Compaction shortcuts, all from the segment usage table: a victim with
+  // nothing to keep (no live record, no tombstone an older segment needs)
+  // is deleted unread; a victim whose tombstones no older segment needs is
+  // compacted by walking the index for the entries that point into it
+  // when the index is smaller than half the segment and at most an eighth
+  // of the segment is live (walking visits live records in hash order,
+  // not in the order they were written, so with many of them a scan, which
+  // reaches each at the same age, copies fewer); and a scan or walk
+  // stops once nothing in the victim is left to keep. Off: every victim is
+  // read record by record to its end (what the shortcuts must agree with).
+  bool compaction_shortcuts = true;
+  // Tests: before a victim that was not read is deleted, read it and
+  // CHECK that no index entry points at a record in it.
+  bool verify_compaction = false;
   // Called from a background thread when Tick() has something to finish
   // (a checkpoint buffer ready or a checkpoint file written). May be empty.
   std::function<void()> wake;
@@ -179,6 +201,12 @@ struct CompactionStats {
   uint64_t records_relocated = 0;    // live records and kept tombstones
   uint64_t bytes_relocated = 0;
   uint64_t tombstones_dropped = 0;
+  // Segments deleted without being read: their usage showed no live record
+  // and no tombstone an older segment needs.
+  uint64_t segments_dropped_unread = 0;
+  // Segments compacted by walking the index for entries pointing into them
+  // instead of reading them (the index was the smaller of the two).
+  uint64_t segments_walked = 0;
   std::optional<uint64_t> current;   // segment being compacted
   std::string last_error;
 };
@@ -325,9 +353,15 @@ class Partition {
   // point at (their bucket should already be on its way).
   void PrefetchRecordsOf(uint32_t fp);
   // Compaction.
-  std::optional<uint64_t> PickVictim(double min_ratio) const;
+  // The sealed segment with the largest dead ratio >= min_ratio, not
+  // damaged or already done; with young_segments_wait, not one written
+  // less than compaction_min_age_segments ago.
+  std::optional<uint64_t> PickVictim(double min_ratio, bool young_segments_wait) const;
+  // Log bytes written after segment `id`'s address range.
+  uint64_t SegmentAge(uint64_t id) const;
+  // Record bytes over compaction_space_limit x live bytes, plus a segment.
+  bool OverSpaceLimit() const;
   // Record bytes in the log / live record bytes (1 when empty).
-  double SpaceAmplification() const;
   // Scans up to `budget` bytes of the victim (picking one if needed);
   // *scanned, if given, gets the bytes scanned.
   absl::Status CompactionStep(uint64_t budget, uint64_t* scanned = nullptr);
@@ -345,6 +379,16 @@ class Partition {
   // pauses automatic compaction for a second.
   void CompactionFailed(const absl::Status& s);
   bool HasOlderSegment(uint64_t id) const;
+  // True when segment `id`'s usage shows nothing compaction would keep.
+  bool NothingToKeep(uint64_t id) const;
+  // True when compacting segment `id` by walking the index (entries that
+  // point into it) costs less than reading it, and finds all it must keep.
+  bool WalkIsCheaper(uint64_t id) const;
+  // A compaction step of a victim compacted by walking the index.
+  absl::Status WalkStep(uint64_t base, uint64_t end, uint64_t budget, uint64_t* scanned_out);
+  // Debug builds: checks that no index entry points at a put in segment
+  // `id` (bytes up to `end`) before it is deleted unread.
+  void VerifyNothingLive(uint64_t id, uint64_t end);
   absl::Status ReplayRecords(absl::Span<const Log::ScannedRecord> records);
   absl::Status ReplayRecord(uint32_t fp, const Log::ScannedRecord& rec);
   // Finds the index entry for `key`; fills *h with its record's header.
@@ -385,6 +429,11 @@ class Partition {
   };
   std::vector<Finishing> finishing_;  // scanned, awaiting a log sync
   uint64_t victim_offset_ = 0;          // next record to look at in it
+  // A victim compacted by walking the index instead of reading it: the
+  // next bucket to look at.
+  bool victim_by_walk_ = false;
+  uint64_t walk_bucket_ = 0;
+  std::vector<std::pair<uint32_t, uint64_t>> walk_entries_;
   uint64_t tail_at_last_step_ = 0;
   uint64_t appended_bytes_ = 0;         // foreground record bytes, for pacing
   uint64_t appended_at_last_step_ = 0;
@@ -398,6 +447,7 @@ class Partition {
   // the worker nor floods the log.
   absl::Time compaction_retry_at_ = absl::InfinitePast();
   bool over_space_limit_ = false;
+  bool idle_tick_ = false;  // the Tick() running now had no request before it
   double victim_dead_fraction_ = 1;  // the victim's DeadRatio() when picked
   absl::flat_hash_set<uint64_t> bad_segments_;  // damaged: not compacted
   CompactionStats compaction_;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
 
@@ -182,6 +183,17 @@ TEST_F(ToolsTest, SegkvctlScanStatusSegmentsSync) {
   EXPECT_THAT(status.out, HasSubstr("always"));
   Result status_json = Ctl("-w json status");
   EXPECT_THAT(status_json.out, HasSubstr("\"keys\""));
+  // Every field of PartitionStatus, by its proto name; an unset optional
+  // one (no compaction running) is left out.
+  const google::protobuf::Descriptor* d = segkv::v1::PartitionStatus::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const std::string name = d->field(i)->name();
+    if (name == "compacting_segment") {
+      EXPECT_THAT(status_json.out, Not(HasSubstr("\"" + name + "\"")));
+    } else {
+      EXPECT_THAT(status_json.out, HasSubstr("\"" + name + "\"")) << name;
+    }
+  }
   Result segments = Ctl("segments");
   EXPECT_EQ(segments.exit_code, 0) << segments.out;
   EXPECT_EQ(Ctl("sync").exit_code, 0);

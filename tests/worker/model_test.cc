@@ -207,6 +207,9 @@ TEST_P(ModelTest, AgreesWithMapAcrossCheckpointsCompactionsAndCrashes) {
     const double space_limits[] = {0, 1.5, 3.0};
     o.compaction_space_limit = space_limits[rng() % 3];
     o.checkpoint_on_close = rng() % 2 == 0;
+    // Mostly the index walk (the default), sometimes every victim read.
+    o.compaction_shortcuts = rng() % 4 != 0;
+    o.compaction_min_age_segments = rng() % 2 ? 1.0 : 0.0;
     const int key_space = 20 + rng() % 150;
     std::unique_ptr<Partition> p;
     {

@@ -58,6 +58,9 @@ inline PartitionOptions SmallOptions(MemFileSystem* fs,
   // Tests take checkpoints where they mean to; those about the checkpoint
   // a clean close takes turn it back on.
   o.checkpoint_on_close = false;
+  // A victim compaction did not read is read before it goes, and any live
+  // record in it is a crash.
+  o.verify_compaction = true;
   return o;
 }
 
