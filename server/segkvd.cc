@@ -37,6 +37,7 @@ ABSL_FLAG(double, compaction_work_ratio, 1.0, "compaction bytes scanned per byte
 ABSL_FLAG(double, compaction_space_limit, 3.0, "while busy, compaction keeps up with writes once log bytes exceed this x live bytes plus one segment (0: no limit)");
 ABSL_FLAG(double, compaction_min_age_segments, 1.0, "while busy and under the space limit, a sealed segment is compacted only once this many segments' worth of log was written after it (0: no wait)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10), "time in-flight requests get on SIGTERM");
+ABSL_FLAG(absl::Duration, lame_duck, absl::ZeroDuration(), "on SIGTERM, health goes NOT_SERVING and requests are still served this long before the server stops accepting");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("segkvd --data_dir=DIR [--listen=HOST:PORT] [flags]");
@@ -96,6 +97,11 @@ int main(int argc, char** argv) {
   o.limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  o.lame_duck = absl::GetFlag(FLAGS_lame_duck);
+  if (o.lame_duck < absl::ZeroDuration()) {
+    std::fprintf(stderr, "segkvd: --lame_duck must be >= 0\n");
+    return 2;
+  }
 
   auto server = segkv::server::Server::Start(o);
   if (!server.ok()) {

@@ -135,6 +135,10 @@ void Server::Shutdown(absl::Duration grace) {
   if (stopped_) return;
   stopped_ = true;
   grpc_->GetHealthCheckService()->SetServingStatus(false);
+  if (options_.lame_duck > absl::ZeroDuration()) {
+    LOG(INFO) << "health NOT_SERVING; serving on for " << options_.lame_duck << " (lame duck)";
+    lame_duck_over_.WaitForNotificationWithTimeout(options_.lame_duck);
+  }
   frontend_->StopAccepting();
   // Waits for in-flight RPCs; the workers are still running and finish
   // them. After `grace` the remaining ones are cancelled.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/admin_service.h"
@@ -34,6 +35,10 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // Shutdown() first reports NOT_SERVING on grpc.health.v1 and keeps
+  // serving for this long, so load balancers and readiness probes see the
+  // server go before it stops accepting.
+  absl::Duration lame_duck = absl::ZeroDuration();
 };
 
 class Server {
@@ -49,10 +54,13 @@ class Server {
   int port() const { return port_; }
   std::string address() const;
 
-  // Graceful stop: health goes NOT_SERVING, new requests get UNAVAILABLE,
-  // in-flight ones finish (cancelled after `grace`), every queue is drained
-  // and every partition synced and closed. Idempotent.
+  // Graceful stop: health goes NOT_SERVING, requests are still served for
+  // options.lame_duck (or until EndLameDuck()), then new requests get
+  // UNAVAILABLE, in-flight ones finish (cancelled after `grace`), every
+  // queue is drained and every partition synced and closed. Idempotent.
   void Shutdown(absl::Duration grace);
+  // Ends a lame-duck wait in progress (or the next one) at once.
+  void EndLameDuck() { lame_duck_over_.Notify(); }
 
   Frontend& frontend() { return *frontend_; }
 
@@ -73,6 +81,7 @@ class Server {
   std::unique_ptr<grpc::Server> grpc_;
   int port_ = 0;
   bool stopped_ = true;  // until Start() succeeds
+  absl::Notification lame_duck_over_;
 };
 
 }  // namespace segkv::server

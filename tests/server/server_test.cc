@@ -1441,6 +1441,68 @@ TEST_F(ServerTest, HealthCheckSaysServing) {
   EXPECT_EQ(*resp, std::string("\x08\x01", 2));
 }
 
+// Shutdown with a lame duck: a health watcher sees NOT_SERVING while
+// requests are still served; new requests get UNAVAILABLE only after it.
+TEST_F(ServerTest, LameDuckReportsNotServingWhileStillServing) {
+  options_.lame_duck = absl::Hours(1);  // ended below by EndLameDuck()
+  Restart();
+  ASSERT_THAT(client_->Put("before", "v"), IsOk());
+  grpc::GenericStub stub(client_->channel());
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto call = stub.PrepareCall(&ctx, "/grpc.health.v1.Health/Watch", &cq);
+  void* tag;
+  bool ok;
+  auto step = [&](intptr_t t) {
+    EXPECT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_EQ(reinterpret_cast<intptr_t>(tag), t);
+    return ok;
+  };
+  auto read = [&](intptr_t t) -> std::string {
+    grpc::ByteBuffer resp;
+    call->Read(&resp, reinterpret_cast<void*>(t));
+    if (!step(t)) return "(stream ended)";
+    std::vector<grpc::Slice> slices;
+    resp.Dump(&slices).IgnoreError();
+    std::string out;
+    for (const auto& sl : slices) out.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    return out;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(1));
+  grpc::Slice empty("");
+  grpc::ByteBuffer req(&empty, 1);
+  call->Write(req, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(step(2));
+  // HealthCheckResponse.status: SERVING = 1, NOT_SERVING = 2.
+  EXPECT_EQ(read(3), std::string("\x08\x01", 2));
+
+  std::thread stopper([&] { server_->Shutdown(absl::Seconds(5)); });
+  EXPECT_EQ(read(4), std::string("\x08\x02", 2));
+  // The watch ends here: an open stream would hold the shutdown that
+  // follows for its whole grace period.
+  ctx.TryCancel();
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  step(5);
+  // Lame duck: still served.
+  EXPECT_THAT(client_->Put("during", "v"), IsOk());
+  server_->EndLameDuck();
+  stopper.join();
+  auto after = client_->Put("after", "v");
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
+  // Both acknowledged writes survive the restart.
+  server_.reset();
+  options_.lame_duck = absl::ZeroDuration();
+  StartServer();
+  for (const char* key : {"before", "during"}) {
+    auto g = client_->Get(key);
+    ASSERT_THAT(g, IsOk());
+    EXPECT_TRUE(g->found()) << key;
+  }
+}
+
 // A reflection request as grpcurl sends it: ServerReflectionRequest with
 // list_services (field 7) or file_containing_symbol (field 4).
 std::string ReflectionRequest(int field, const std::string& value) {
