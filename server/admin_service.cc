@@ -274,7 +274,7 @@ grpc::ServerUnaryReactor* AdminService::ListSegments(
       ctx, fe_,
       [lists, all, only](Partition& p, worker::Worker& w) {
         if (!all && w.id() != only) return absl::OkStatus();
-        const std::vector<worker::SegmentUsage> usage = p.SegmentUsages();
+        const worker::SegmentUsageTable& usage = p.SegmentUsages();
         const uint64_t size = p.segment_size();
         for (const worker::SegmentInfo& s : p.Segments()) {
           v1::Segment& seg = (*lists)[w.id()].emplace_back();
@@ -283,11 +283,10 @@ grpc::ServerUnaryReactor* AdminService::ListSegments(
           seg.set_sealed(s.sealed);
           seg.set_first_address(s.id * size + worker::format::kSegmentHeaderSize);
           seg.set_end_address(s.id * size + s.end_offset);
-          if (s.id < usage.size()) {
-            seg.set_bytes(usage[s.id].total_bytes);
-            seg.set_live_bytes(usage[s.id].live_bytes);
-            seg.set_tombstone_bytes(usage[s.id].tombstone_bytes);
-          }
+          const worker::SegmentUsage u = usage.Get(s.id);
+          seg.set_bytes(u.total_bytes);
+          seg.set_live_bytes(u.live_bytes);
+          seg.set_tombstone_bytes(u.tombstone_bytes);
           seg.set_created_unix_ms(s.created_ms);
           seg.set_sealed_unix_ms(s.sealed_ms);
           if (s.sealed) seg.set_dead_ratio(p.DeadRatio(s.id));

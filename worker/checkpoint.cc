@@ -38,10 +38,6 @@ size_t UsageEntrySize(uint32_t version) {
   return version == 1 ? kUsageEntrySizeV1 : kUsageEntrySizeV2;
 }
 
-bool Empty(const SegmentUsage& u) {
-  return u.total_bytes == 0 && u.live_bytes == 0 && u.tombstone_bytes == 0;
-}
-
 uint64_t ImageBytes(const HashIndex::Geometry& g) {
   return g.num_buckets * sizeof(HashIndex::Bucket) +
          g.nodes_used * sizeof(HashIndex::Node) + g.free_nodes * sizeof(uint32_t);
@@ -49,9 +45,9 @@ uint64_t ImageBytes(const HashIndex::Geometry& g) {
 
 }  // namespace
 
-uint64_t CountUsageEntries(const std::vector<SegmentUsage>& usage) {
+uint64_t CountUsageEntries(const SegmentUsageTable& usage) {
   uint64_t n = 0;
-  for (const SegmentUsage& u : usage) n += !Empty(u);
+  usage.ForEach([&](uint64_t, const SegmentUsage& u) { n += !u.empty(); });
   return n;
 }
 
@@ -61,9 +57,10 @@ uint64_t CheckpointFileSize(const CheckpointHeader& h) {
 }
 
 void BuildCheckpoint(CheckpointHeader* h, const HashIndex& index,
-                     const std::vector<SegmentUsage>& usage, char* out) {
+                     const SegmentUsageTable& usage, char* out) {
   h->geometry = index.geometry();
-  h->usage_count = h->version == 1 ? usage.size() : CountUsageEntries(usage);
+  // Version 1 (tests of reading old files) has an entry per id from 0.
+  h->usage_count = h->version == 1 ? usage.end_id() : CountUsageEntries(usage);
   std::memset(out, 0, kCheckpointHeaderSize);
   std::memcpy(out, kMagic, 8);
   EncodeFixed32(out + kOffVersion, h->version);
@@ -85,10 +82,10 @@ void BuildCheckpoint(CheckpointHeader* h, const HashIndex& index,
   char* p = out + kCheckpointHeaderSize;
   index.CopyImage(p);
   p += ImageBytes(h->geometry);
-  for (uint64_t id = 0; id < usage.size(); ++id) {
-    const SegmentUsage& u = usage[id];
+  for (uint64_t id = h->version == 1 ? 0 : usage.begin_id(); id < usage.end_id(); ++id) {
+    const SegmentUsage u = usage.Get(id);
     if (h->version != 1) {
-      if (Empty(u)) continue;
+      if (u.empty()) continue;
       EncodeFixed64(p, id);
       p += 8;
     }
@@ -158,7 +155,6 @@ absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
   c.image = data.substr(kCheckpointHeaderSize, image_bytes);
   c.usage_bytes = data.substr(kCheckpointHeaderSize + image_bytes, body - image_bytes);
   const char* u = p + kCheckpointHeaderSize + image_bytes;
-  if (version == 1) c.usage.resize(h.usage_count);
   // Version 2: segment ids strictly increasing, none past the segment the
   // covered address is in (which also bounds the table built from them).
   const uint64_t max_id =
@@ -168,19 +164,19 @@ absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
     if (version != 1) {
       id = DecodeFixed64(u);
       u += 8;
-      if (id > max_id || (!c.usage.empty() && id < c.usage.size())) {
+      if (id > max_id || (!c.usage.empty() && id < c.usage.end_id())) {
         return corrupt(absl::StrCat("segment usage entry for segment ", id,
                                     " is out of order or past the covered address"));
       }
-      c.usage.resize(id + 1);
     }
-    SegmentUsage& e = c.usage[id];
+    SegmentUsage e;
     e.total_bytes = DecodeFixed64(u);
     e.live_bytes = DecodeFixed64(u + 8);
     e.tombstone_bytes = DecodeFixed64(u + 16);
     if (e.live_bytes + e.tombstone_bytes > e.total_bytes) {
       return corrupt("segment usage exceeds its total");
     }
+    if (!e.empty()) c.usage.At(id) = e;
     u += kUsageEntrySizeV1;
   }
   return c;

@@ -22,11 +22,68 @@
 
 namespace segkv::worker {
 
-// Record bytes per segment (index = segment id).
+// Record bytes of one segment.
 struct SegmentUsage {
   uint64_t total_bytes = 0;      // record bytes in the segment
   uint64_t live_bytes = 0;       // bytes of records the index points at
   uint64_t tombstone_bytes = 0;  // delete records (never live)
+  bool empty() const { return total_bytes == 0 && live_bytes == 0 && tombstone_bytes == 0; }
+};
+
+// SegmentUsage by segment id. Holds the ids from the lowest with an entry
+// to the highest, so its memory follows the span of segments that exist,
+// not every id the partition ever used (ids only grow).
+class SegmentUsageTable {
+ public:
+  SegmentUsageTable() = default;
+  // From a table indexed by id (tests).
+  explicit SegmentUsageTable(const std::vector<SegmentUsage>& by_id) {
+    for (uint64_t id = 0; id < by_id.size(); ++id) {
+      if (!by_id[id].empty()) At(id) = by_id[id];
+    }
+  }
+  // Segment `id`'s entry, created (zero) if missing.
+  SegmentUsage& At(uint64_t id) {
+    if (entries_.empty()) {
+      base_ = id;
+    } else if (id < base_) {
+      entries_.insert(entries_.begin(), base_ - id, SegmentUsage{});
+      base_ = id;
+    }
+    if (id - base_ >= entries_.size()) entries_.resize(id - base_ + 1);
+    return entries_[id - base_];
+  }
+  // Segment `id`'s entry; zero if it has none.
+  SegmentUsage Get(uint64_t id) const {
+    return id >= base_ && id - base_ < entries_.size() ? entries_[id - base_] : SegmentUsage{};
+  }
+  // Drops segment `id`'s entry (and any empty ones before the first left).
+  void Remove(uint64_t id) {
+    if (id < base_ || id - base_ >= entries_.size()) return;
+    entries_[id - base_] = SegmentUsage{};
+    size_t lead = 0;
+    while (lead < entries_.size() && entries_[lead].empty()) ++lead;
+    entries_.erase(entries_.begin(), entries_.begin() + lead);
+    base_ = entries_.empty() ? 0 : base_ + lead;
+  }
+  void clear() {
+    entries_.clear();
+    base_ = 0;
+  }
+  bool empty() const { return entries_.empty(); }
+  // Ids with an entry lie in [begin_id(), end_id()).
+  uint64_t begin_id() const { return base_; }
+  uint64_t end_id() const { return base_ + entries_.size(); }
+  uint64_t span() const { return entries_.size(); }
+  // f(id, usage) for every id in [begin_id(), end_id()), in order.
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (uint64_t i = 0; i < entries_.size(); ++i) f(base_ + i, entries_[i]);
+  }
+
+ private:
+  uint64_t base_ = 0;
+  std::vector<SegmentUsage> entries_;
 };
 
 struct CheckpointHeader {
@@ -51,7 +108,7 @@ inline constexpr uint32_t kCheckpointFormatVersion = 2;
 // Version 2 usage entries for this table (by segment id): one per segment
 // with record bytes. Removed segments and ids never used cost nothing, so
 // the table in a checkpoint does not grow with the partition's age.
-uint64_t CountUsageEntries(const std::vector<SegmentUsage>& usage);
+uint64_t CountUsageEntries(const SegmentUsageTable& usage);
 
 // Size of the whole file for this header.
 uint64_t CheckpointFileSize(const CheckpointHeader& h);
@@ -62,7 +119,7 @@ uint64_t CheckpointFileSize(const CheckpointHeader& h);
 // and `usage`, and the file is written in format `h.version` (2; 1 only for
 // tests of reading old files).
 void BuildCheckpoint(CheckpointHeader* h, const HashIndex& index,
-                     const std::vector<SegmentUsage>& usage, char* out);
+                     const SegmentUsageTable& usage, char* out);
 // Computes and stores the body CRC of a built file; returns it.
 uint32_t SealCheckpoint(char* file, uint64_t size);
 
@@ -71,7 +128,7 @@ struct LoadedCheckpoint {
   CheckpointHeader header;
   absl::string_view image;           // into the caller's data
   absl::string_view usage_bytes;     // the encoded usage table, after image
-  std::vector<SegmentUsage> usage;   // by segment id (zero where no entry)
+  SegmentUsageTable usage;
   uint32_t body_crc = 0;    // computed (0 if the body was not checked)
   uint32_t stored_crc = 0;  // the trailer's
 };

@@ -271,9 +271,9 @@ absl::Status Partition::LoadCheckpoint(const CheckpointInfo& info) {
   // the checkpoint was taken can have such entries; without one, there is
   // no need to walk the index.
   bool segments_gone = false;
-  for (uint64_t id = 0; id < ckpt->usage.size(); ++id) {
-    segments_gone |= ckpt->usage[id].live_bytes > 0 && !log_->HasSegment(id);
-  }
+  ckpt->usage.ForEach([&](uint64_t id, const SegmentUsage& u) {
+    segments_gone |= u.live_bytes > 0 && !log_->HasSegment(id);
+  });
   if (segments_gone) {
     const uint64_t seg = log_->segment_size();
     std::vector<std::pair<uint32_t, uint64_t>> gone;
@@ -284,8 +284,8 @@ absl::Status Partition::LoadCheckpoint(const CheckpointInfo& info) {
     recovered_.entries_dropped = gone.size();
   }
   usage_ = std::move(ckpt->usage);
-  for (uint64_t id = 0; id < usage_.size(); ++id) {
-    if (!log_->HasSegment(id)) usage_[id] = SegmentUsage{};
+  for (uint64_t id = usage_.begin_id(), end = usage_.end_id(); id < end; ++id) {
+    if (!log_->HasSegment(id)) usage_.Remove(id);
   }
   next_version_ = h.next_version;
   return absl::OkStatus();
@@ -293,8 +293,7 @@ absl::Status Partition::LoadCheckpoint(const CheckpointInfo& info) {
 
 SegmentUsage& Partition::UsageOf(uint64_t address) {
   const uint64_t id = address / log_->segment_size();
-  if (id >= usage_.size()) usage_.resize(id + 1);
-  return usage_[id];
+  return usage_.At(id);
 }
 
 absl::Status Partition::ReplayRecords(
@@ -933,8 +932,7 @@ bool Partition::HasOlderSegment(uint64_t id) const {
 }
 
 bool Partition::NothingToKeep(uint64_t id) const {
-  if (id >= usage_.size()) return false;
-  const SegmentUsage& u = usage_[id];
+  const SegmentUsage u = usage_.Get(id);
   return u.total_bytes > 0 && u.live_bytes == 0 &&
          (u.tombstone_bytes == 0 || !HasOlderSegment(id));
 }
@@ -960,10 +958,10 @@ void Partition::VerifyNothingLive(uint64_t id, uint64_t end) {
 bool Partition::OverSpaceLimit() const {
   if (options_.compaction_space_limit <= 0) return false;
   uint64_t total = 0, live = 0;
-  for (const SegmentUsage& u : usage_) {
+  usage_.ForEach([&](uint64_t, const SegmentUsage& u) {
     total += u.total_bytes;
     live += u.live_bytes;
-  }
+  });
   // One segment of slack: the active segment is not compaction's to
   // reclaim, and without it a data set much smaller than a segment would
   // hold compaction in keep-up mode for ever.
@@ -973,8 +971,8 @@ bool Partition::OverSpaceLimit() const {
 }
 
 double Partition::DeadRatio(uint64_t id) const {
-  if (id >= usage_.size() || usage_[id].total_bytes == 0) return 1.0;
-  const SegmentUsage& u = usage_[id];
+  const SegmentUsage u = usage_.Get(id);
+  if (u.total_bytes == 0) return 1.0;
   uint64_t kept = u.live_bytes;
   if (HasOlderSegment(id)) kept += u.tombstone_bytes;
   return static_cast<double>(u.total_bytes - std::min(kept, u.total_bytes)) /
@@ -1001,7 +999,7 @@ std::optional<uint64_t> Partition::PickVictim(double min_ratio, bool young_segme
                     [&](const Finishing& f) { return f.id == info.id; })) {
       continue;  // compacted already, waiting to be deleted
     }
-    const SegmentUsage u = info.id < usage_.size() ? usage_[info.id] : SegmentUsage{};
+    const SegmentUsage u = usage_.Get(info.id);
     uint64_t kept = u.live_bytes + (info.id > oldest ? u.tombstone_bytes : 0);
     kept = std::min(kept, u.total_bytes);
     const double ratio =
@@ -1133,8 +1131,7 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
 }
 
 bool Partition::WalkIsCheaper(uint64_t id) const {
-  if (id >= usage_.size()) return false;
-  const SegmentUsage& u = usage_[id];
+  const SegmentUsage u = usage_.Get(id);
   // Only puts have index entries: tombstones an older segment may still
   // need are found by reading the segment.
   if (u.tombstone_bytes > 0 && HasOlderSegment(id)) return false;
@@ -1275,7 +1272,7 @@ absl::Status Partition::RemoveFinished(bool force) {
   if (absl::Status s = log_->RemoveSegments(ids); !s.ok()) return s;
   std::erase_if(finishing_, [&](const Finishing& f) {
     if (f.durable_at > log_->synced()) return false;
-    if (f.id < usage_.size()) usage_[f.id] = SegmentUsage{};
+    usage_.Remove(f.id);
     ++compaction_.segments_compacted;
     compaction_.bytes_reclaimed += f.bytes;
     return true;
@@ -1287,10 +1284,10 @@ PartitionStats Partition::Stats() const {
   PartitionStats st;
   st.keys = index_.size();
   st.index_bytes = index_.MemoryBytes();
-  for (const SegmentUsage& u : usage_) {
+  usage_.ForEach([&](uint64_t, const SegmentUsage& u) {
     st.live_bytes += u.live_bytes;
     st.dead_bytes += u.total_bytes - u.live_bytes;
-  }
+  });
   st.segments = log_->Segments().size();
   st.next_version = next_version_;
   st.tail_address = log_->tail();

@@ -320,8 +320,8 @@ class Partition {
 
   PartitionStats Stats() const;
   std::vector<SegmentInfo> Segments() const { return log_->Segments(); }
-  // Record bytes per segment id (index = id; ids past the end hold none).
-  std::vector<SegmentUsage> SegmentUsages() const { return usage_; }
+  // Record bytes per segment.
+  const SegmentUsageTable& SegmentUsages() const { return usage_; }
   // Fraction of segment `id`'s bytes compaction would reclaim.
   double DeadRatio(uint64_t id) const;
   // The segment size in force (an existing partition keeps its own).
@@ -404,7 +404,7 @@ class Partition {
   const PartitionOptions options_;
   std::unique_ptr<Log> log_;
   HashIndex index_;
-  std::vector<SegmentUsage> usage_;  // by segment id
+  SegmentUsageTable usage_;
   std::vector<Undo> undo_;
   // Tombstones that were a key's newest record during replay.
   std::vector<std::pair<uint32_t, uint64_t>> replay_tombstones_;

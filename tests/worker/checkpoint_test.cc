@@ -99,14 +99,14 @@ void Fill(HashIndex& index, int n, uint64_t seed) {
 
 struct Built {
   CheckpointHeader header;
-  std::vector<SegmentUsage> usage;
+  SegmentUsageTable usage;
   std::string data;
   uint32_t crc = 0;
 };
 
 Built Build(const HashIndex& index) {
   Built b;
-  b.usage = {{8000, 5000, 100}, {7000, 0, 0}, {0, 0, 0}, {300, 300, 0}};
+  b.usage = SegmentUsageTable({{8000, 5000, 100}, {7000, 0, 0}, {0, 0, 0}, {300, 300, 0}});
   CheckpointHeader& h = b.header;
   h.partition = 7;
   h.segment_size = 8 << 10;
@@ -168,11 +168,11 @@ TEST_F(CheckpointFormatTest, RoundTrip) {
   EXPECT_EQ(c->header.version, 2u);
   ExpectSameGeometry(c->header.geometry, index_.geometry());
   EXPECT_EQ(c->body_crc, built_.crc);
-  ASSERT_EQ(c->usage.size(), built_.usage.size());
-  for (size_t i = 0; i < c->usage.size(); ++i) {
-    EXPECT_EQ(c->usage[i].total_bytes, built_.usage[i].total_bytes) << i;
-    EXPECT_EQ(c->usage[i].live_bytes, built_.usage[i].live_bytes) << i;
-    EXPECT_EQ(c->usage[i].tombstone_bytes, built_.usage[i].tombstone_bytes) << i;
+  ASSERT_EQ(c->usage.end_id(), built_.usage.end_id());
+  for (size_t i = 0; i < built_.usage.end_id(); ++i) {
+    EXPECT_EQ(c->usage.Get(i).total_bytes, built_.usage.Get(i).total_bytes) << i;
+    EXPECT_EQ(c->usage.Get(i).live_bytes, built_.usage.Get(i).live_bytes) << i;
+    EXPECT_EQ(c->usage.Get(i).tombstone_bytes, built_.usage.Get(i).tombstone_bytes) << i;
   }
   // The image lies in the caller's data and is the index's own image.
   ASSERT_EQ(c->image.size(), index_.ImageSize());
@@ -197,7 +197,7 @@ TEST_F(CheckpointFormatTest, EmptyIndexAndNoUsageRoundTrip) {
   auto c = Parse(data);
   ASSERT_THAT(c, IsOk());
   EXPECT_EQ(c->header.geometry.count, 0u);
-  EXPECT_THAT(c->usage, IsEmpty());
+  EXPECT_TRUE(c->usage.empty());
   HashIndex loaded;
   ASSERT_THAT(loaded.LoadImage(c->header.geometry, c->image), IsOk());
   EXPECT_EQ(loaded.size(), 0u);
@@ -264,7 +264,7 @@ TEST_F(CheckpointFormatTest, UnknownVersionIsFailedPrecondition) {
 TEST_F(CheckpointFormatTest, Version1FilesAreStillRead) {
   CheckpointHeader h = built_.header;
   h.version = 1;
-  h.usage_count = built_.usage.size();
+  h.usage_count = built_.usage.end_id();
   std::string d(CheckpointFileSize(h), '\0');
   BuildCheckpoint(&h, index_, built_.usage, d.data());
   SealCheckpoint(d.data(), d.size());
@@ -273,11 +273,11 @@ TEST_F(CheckpointFormatTest, Version1FilesAreStillRead) {
   ASSERT_THAT(c, IsOk());
   EXPECT_EQ(c->header.version, 1u);
   EXPECT_EQ(c->header.usage_count, 4u);
-  ASSERT_EQ(c->usage.size(), built_.usage.size());
-  for (size_t i = 0; i < c->usage.size(); ++i) {
-    EXPECT_EQ(c->usage[i].total_bytes, built_.usage[i].total_bytes) << i;
-    EXPECT_EQ(c->usage[i].live_bytes, built_.usage[i].live_bytes) << i;
-    EXPECT_EQ(c->usage[i].tombstone_bytes, built_.usage[i].tombstone_bytes) << i;
+  ASSERT_EQ(c->usage.end_id(), built_.usage.end_id());
+  for (size_t i = 0; i < built_.usage.end_id(); ++i) {
+    EXPECT_EQ(c->usage.Get(i).total_bytes, built_.usage.Get(i).total_bytes) << i;
+    EXPECT_EQ(c->usage.Get(i).live_bytes, built_.usage.Get(i).live_bytes) << i;
+    EXPECT_EQ(c->usage.Get(i).tombstone_bytes, built_.usage.Get(i).tombstone_bytes) << i;
   }
 }
 
@@ -298,12 +298,12 @@ TEST_F(CheckpointFormatTest, UsageEntryIdsOutOfOrderOrPastTheCoveredAddressAreDa
   SealCheckpoint(d.data(), d.size());
   auto c = Parse(d);
   ASSERT_THAT(c, IsOk());
-  ASSERT_EQ(c->usage.size(), 3u);
-  EXPECT_EQ(c->usage[2].total_bytes, 300u);
+  ASSERT_EQ(c->usage.end_id(), 3u);
+  EXPECT_EQ(c->usage.Get(2).total_bytes, 300u);
 }
 
 TEST_F(CheckpointFormatTest, UsageExceedingItsTotalIsDataLoss) {
-  std::vector<SegmentUsage> usage = {{100, 80, 30}};  // 80 + 30 > 100
+  const SegmentUsageTable usage({{100, 80, 30}});  // 80 + 30 > 100
   CheckpointHeader h;
   h.geometry = index_.geometry();
   h.usage_count = 1;
@@ -670,18 +670,18 @@ TEST_F(CheckpointRecoveryTest, SegmentAccountingEqualsFullReplay) {
   ASSERT_NO_FATAL_FAILURE(Write(300, 40));
   ASSERT_NO_FATAL_FAILURE(Reopen());
   ASSERT_TRUE(p_->Stats().recovered.checkpoint_id.has_value());
-  const std::vector<SegmentUsage> from_checkpoint = p_->SegmentUsages();
+  const SegmentUsageTable from_checkpoint = p_->SegmentUsages();
   const PartitionStats a = p_->Stats();
   std::vector<double> ratios;
   for (const SegmentInfo& seg : p_->Segments()) ratios.push_back(p_->DeadRatio(seg.id));
   ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
   ASSERT_NO_FATAL_FAILURE(Reopen());
   ASSERT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
-  const std::vector<SegmentUsage> replayed = p_->SegmentUsages();
-  const size_t n = std::max(from_checkpoint.size(), replayed.size());
+  const SegmentUsageTable replayed = p_->SegmentUsages();
+  const size_t n = std::max(from_checkpoint.end_id(), replayed.end_id());
   for (size_t i = 0; i < n; ++i) {
-    const SegmentUsage x = i < from_checkpoint.size() ? from_checkpoint[i] : SegmentUsage{};
-    const SegmentUsage y = i < replayed.size() ? replayed[i] : SegmentUsage{};
+    const SegmentUsage x = from_checkpoint.Get(i);
+    const SegmentUsage y = replayed.Get(i);
     EXPECT_EQ(x.total_bytes, y.total_bytes) << "segment " << i;
     EXPECT_EQ(x.live_bytes, y.live_bytes) << "segment " << i;
     EXPECT_EQ(x.tombstone_bytes, y.tombstone_bytes) << "segment " << i;

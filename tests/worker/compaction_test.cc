@@ -72,12 +72,10 @@ bool HasSegment(const Partition& p, uint64_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
-// Segment `id`'s entries in two usage tables (by segment id; zero past the
-// end) are equal.
-void ExpectSameUsage(const std::vector<SegmentUsage>& x,
-                     const std::vector<SegmentUsage>& y, uint64_t id) {
-  const SegmentUsage a = id < x.size() ? x[id] : SegmentUsage{};
-  const SegmentUsage b = id < y.size() ? y[id] : SegmentUsage{};
+// Segment `id`'s entries in two usage tables are equal.
+void ExpectSameUsage(const SegmentUsageTable& x, const SegmentUsageTable& y, uint64_t id) {
+  const SegmentUsage a = x.Get(id);
+  const SegmentUsage b = y.Get(id);
   EXPECT_EQ(a.total_bytes, b.total_bytes) << "segment " << id;
   EXPECT_EQ(a.live_bytes, b.live_bytes) << "segment " << id;
   EXPECT_EQ(a.tombstone_bytes, b.tombstone_bytes) << "segment " << id;
@@ -259,10 +257,10 @@ TEST_F(CompactionTest, LiveAccountingMatchesAfterCompaction) {
   EXPECT_EQ(p_->Stats().keys, keys);
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
   // The usage table agrees with a full replay of what is left.
-  const std::vector<SegmentUsage> usage = p_->SegmentUsages();
+  const SegmentUsageTable usage = p_->SegmentUsages();
   ASSERT_NO_FATAL_FAILURE(Reopen());
-  const std::vector<SegmentUsage> replayed = p_->SegmentUsages();
-  for (size_t i = 0; i < std::max(usage.size(), replayed.size()); ++i) {
+  const SegmentUsageTable replayed = p_->SegmentUsages();
+  for (size_t i = 0; i < std::max(usage.end_id(), replayed.end_id()); ++i) {
     if (!HasSegment(*p_, i)) continue;  // removed: whatever is left over
     ExpectSameUsage(usage, replayed, i);
   }
@@ -279,14 +277,36 @@ TEST_F(CompactionTest, LiveAccountingMatchesAfterCompaction) {
   ASSERT_THAT(ckpt, IsOk());
   uint64_t with_records = 0;
   for (const SegmentInfo& seg : p_->Segments()) {
-    with_records += seg.id < replayed.size() && replayed[seg.id].total_bytes > 0;
+    with_records += replayed.Get(seg.id).total_bytes > 0;
   }
   EXPECT_EQ(ckpt->header.usage_count, with_records);
   EXPECT_LT(ckpt->header.usage_count, Active() + 1) << "compaction removed some ids";
   ASSERT_NO_FATAL_FAILURE(Reopen());
   ASSERT_EQ(p_->Stats().recovered.checkpoint_id, info->id);
-  const std::vector<SegmentUsage> loaded = p_->SegmentUsages();
+  const SegmentUsageTable loaded = p_->SegmentUsages();
   for (const SegmentInfo& seg : p_->Segments()) ExpectSameUsage(replayed, loaded, seg.id);
+}
+
+// The usage table spans the segments that exist, not every id ever used:
+// segment ids only grow, and a table indexed from 0 would grow with the
+// partition's age.
+TEST_F(CompactionTest, UsageTableFollowsTheSegmentsThatExist) {
+  ASSERT_NO_FATAL_FAILURE(Put("stable"));
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(Active() + 5, "hot"));
+    ASSERT_THAT(p_->Compact(0.5), IsOk());
+  }
+  ASSERT_GE(Active(), 100u);
+  const SegmentUsageTable& usage = p_->SegmentUsages();
+  EXPECT_LE(usage.span(), p_->Segments().size() + 1);
+  EXPECT_GT(usage.begin_id(), 50u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  for (const SegmentInfo& s : p_->Segments()) {
+    EXPECT_EQ(usage.Get(s.id).total_bytes > 0, s.id == Active() || s.end_offset > 64) << s.id;
+  }
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_LE(p_->SegmentUsages().span(), p_->Segments().size() + 1);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
 TEST_F(CompactionTest, NothingToCompactChangesNothing) {
