@@ -65,7 +65,9 @@ constexpr char kUsage[] =
     "  segments [--partition=N]\n"
     "  sync\n"
     "  checkpoint   (run with a --timeout long enough to write the index)\n"
-    "  compact [--min_dead_ratio=R]";
+    "  compact [--min_dead_ratio=R]\n"
+    "flags go before \"--\"; a KEY or VALUE that starts with '-' goes after it:\n"
+    "  segkvctl put -- -key -value";
 
 enum class Format { kTable, kJson };
 

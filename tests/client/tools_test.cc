@@ -160,6 +160,17 @@ TEST_F(ToolsTest, SegkvctlPutGetDelete) {
   EXPECT_THAT(missing_json.out, HasSubstr("{\"found\":false}"));
 }
 
+// Arguments that start with '-' are flags unless they follow "--".
+TEST_F(ToolsTest, SegkvctlKeysAndValuesStartingWithADash) {
+  Result bad = Ctl("put -dash -value");
+  EXPECT_EQ(bad.exit_code, 2) << bad.out;
+  Result put = Ctl("put -- -dash -value");
+  ASSERT_EQ(put.exit_code, 0) << put.out;
+  Result get = Ctl("-w json get -- -dash");
+  EXPECT_EQ(get.exit_code, 0) << get.out;
+  EXPECT_THAT(get.out, HasSubstr("\"-value\""));
+}
+
 TEST_F(ToolsTest, SegkvctlCompareAndSetFailureExitsOne) {
   ASSERT_EQ(Ctl("put k v1").exit_code, 0);
   Result cas = Ctl("put k v2 --expected_version=0");
