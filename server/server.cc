@@ -144,6 +144,7 @@ void Server::Shutdown(absl::Duration grace) {
   // them. After `grace` the remaining ones are cancelled.
   grpc_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
   grpc_->Wait();
+  if (options_.on_grpc_stopped) options_.on_grpc_stopped();
   for (auto& w : workers_) w->Stop();  // drains, syncs and closes
   lock_.reset();  // every partition is closed: another server may open it
   LOG(INFO) << "segkvd stopped";

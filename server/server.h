@@ -6,6 +6,7 @@
 #ifndef SEGKV_SERVER_SERVER_H_
 #define SEGKV_SERVER_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +40,9 @@ struct ServerOptions {
   // serving for this long, so load balancers and readiness probes see the
   // server go before it stops accepting.
   absl::Duration lame_duck = absl::ZeroDuration();
+  // Tests: called by Shutdown() once gRPC has stopped (every call
+  // answered or cancelled), before the workers drain and close.
+  std::function<void()> on_grpc_stopped;
 };
 
 class Server {

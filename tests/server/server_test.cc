@@ -713,6 +713,69 @@ TEST(CpusTest, CgroupCpuMaxIsRoundedUpAndMaxIsNoLimit) {
   EXPECT_LE(usable, static_cast<int>(AllowedCpus().size()));
 }
 
+// A file system whose checkpoint files take appends only once released:
+// an Admin.Checkpoint stays in progress for as long as a test wants.
+class CheckpointHoldingFs : public worker::MemFileSystem {
+ public:
+  absl::StatusOr<std::unique_ptr<worker::WritableFile>> OpenWritable(
+      const std::string& path, bool truncate) override {
+    auto f = MemFileSystem::OpenWritable(path, truncate);
+    if (!f.ok() || !absl::StrContains(path, "/ckpt-")) return f;
+    return std::unique_ptr<worker::WritableFile>(new Held(std::move(*f), this));
+  }
+  void Release() { released_.Notify(); }
+  void WaitUntilHeld() { held_.WaitForNotification(); }
+
+ private:
+  class Held : public worker::WritableFile {
+   public:
+    Held(std::unique_ptr<worker::WritableFile> f, CheckpointHoldingFs* fs)
+        : f_(std::move(f)), fs_(fs) {}
+    absl::Status Append(absl::string_view data) override {
+      if (!fs_->held_.HasBeenNotified()) fs_->held_.Notify();
+      fs_->released_.WaitForNotification();
+      return f_->Append(data);
+    }
+    absl::Status Sync() override { return f_->Sync(); }
+    absl::Status Truncate(uint64_t size) override { return f_->Truncate(size); }
+    uint64_t Size() const override { return f_->Size(); }
+
+   private:
+    std::unique_ptr<worker::WritableFile> f_;
+    CheckpointHoldingFs* fs_;
+  };
+  absl::Notification held_, released_;
+};
+
+// A client that gives up on an Admin.Checkpoint still in progress ends the
+// call on the server too: it does not keep polling and hold shutdown. (A
+// poll that ignored the cancellation would never end here, since the
+// checkpoint is released only once gRPC has stopped: the test times out.)
+TEST_F(ServerTest, AbandonedCheckpointCallDoesNotHoldShutdown) {
+  CheckpointHoldingFs fs;
+  ASSERT_THAT(fs.CreateDir("/"), IsOk());
+  ServerOptions o = options_;
+  o.workers = 1;
+  o.data_dir = "/mem";
+  o.partition.fs = &fs;
+  o.partition.checkpoint_on_close = false;
+  o.on_grpc_stopped = [&fs] { fs.Release(); };  // the workers may close now
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  std::unique_ptr<Server> server = std::move(*started);
+  client::ClientOptions co;
+  co.endpoint = server->address();
+  co.timeout = absl::Milliseconds(500);
+  client::Client c(co);
+  ASSERT_THAT(c.Put("k", "v"), IsOk());
+  EXPECT_THAT(c.Checkpoint(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  fs.WaitUntilHeld();  // the checkpoint really is in progress
+  const absl::Time start = absl::Now();
+  server->Shutdown(absl::Seconds(60));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << "shutdown waited out the grace period";
+  server.reset();
+}
+
 // Storage errors through the service, on a file system that can fail: a
 // full disk is RESOURCE_EXHAUSTED and passes; a failed fsync is
 // UNAVAILABLE for every later write while reads go on; damage is
