@@ -627,7 +627,10 @@ void Partition::PrefetchRecordsOf(uint32_t fp) {
   index_.Find(fp, [&](uint64_t address) {
     auto rec = log_->Read(address, format::kRecordHeaderSize);
     if (rec.ok()) __builtin_prefetch(rec->data());
-    return false;  // visit every candidate
+    // The first candidate is the key but for a 32-bit fingerprint
+    // collision: stop there. Walking the rest of an overflow chain costs a
+    // cache miss per node, and was a quarter of this function's time.
+    return true;
   });
 }
 
