@@ -330,7 +330,13 @@ JsonObject AllFields(const google::protobuf::Message& m) {
       case FD::CPPTYPE_DOUBLE: o.Double(f->name(), r->GetDouble(m, f)); break;
       case FD::CPPTYPE_FLOAT: o.Double(f->name(), r->GetFloat(m, f)); break;
       case FD::CPPTYPE_BOOL: o.Bool(f->name(), r->GetBool(m, f)); break;
-      case FD::CPPTYPE_STRING: o.Bytes(f->name(), r->GetString(m, f)); break;
+      case FD::CPPTYPE_STRING:
+        if (f->type() == FD::TYPE_BYTES) {
+          o.Bytes(f->name(), r->GetString(m, f));
+        } else {
+          o.Str(f->name(), r->GetString(m, f));  // JSON-escaped, same key always
+        }
+        break;
       case FD::CPPTYPE_ENUM: o.Str(f->name(), r->GetEnum(m, f)->name()); break;
       case FD::CPPTYPE_MESSAGE: break;  // none in PartitionStatus
     }

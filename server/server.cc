@@ -151,6 +151,7 @@ void Server::Shutdown(absl::Duration grace) {
 }
 
 Server::~Server() {
+  EndLameDuck();
   if (!stopped_) Shutdown(absl::ZeroDuration());
 }
 

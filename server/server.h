@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,7 @@ class Server {
   // recovery errors (DATA_LOSS...), or UNAVAILABLE if the port cannot be
   // bound (also when another process listens on it).
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
-  ~Server();  // Shutdown(0) if still running.
+  ~Server();  // Shutdown(0), without a lame duck, if still running.
 
   int port() const { return port_; }
   std::string address() const;
@@ -63,8 +64,11 @@ class Server {
   // UNAVAILABLE, in-flight ones finish (cancelled after `grace`), every
   // queue is drained and every partition synced and closed. Idempotent.
   void Shutdown(absl::Duration grace);
-  // Ends a lame-duck wait in progress (or the next one) at once.
-  void EndLameDuck() { lame_duck_over_.Notify(); }
+  // Ends a lame-duck wait in progress (or the next one) at once. Any
+  // thread, any number of times.
+  void EndLameDuck() {
+    std::call_once(end_lame_duck_once_, [this] { lame_duck_over_.Notify(); });
+  }
 
   Frontend& frontend() { return *frontend_; }
 
@@ -86,6 +90,7 @@ class Server {
   int port_ = 0;
   bool stopped_ = true;  // until Start() succeeds
   absl::Notification lame_duck_over_;
+  std::once_flag end_lame_duck_once_;
 };
 
 }  // namespace segkv::server

@@ -159,12 +159,13 @@ absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
   // covered address is in (which also bounds the table built from them).
   const uint64_t max_id =
       h.segment_size == 0 ? 0 : h.covered_address / h.segment_size;
+  uint64_t next_id = 0;  // the lowest id the next entry may name
   for (uint64_t i = 0; i < h.usage_count; ++i) {
     uint64_t id = i;
     if (version != 1) {
       id = DecodeFixed64(u);
       u += 8;
-      if (id > max_id || (!c.usage.empty() && id < c.usage.end_id())) {
+      if (id > max_id || id < next_id) {
         return corrupt(absl::StrCat("segment usage entry for segment ", id,
                                     " is out of order or past the covered address"));
       }
@@ -177,6 +178,7 @@ absl::StatusOr<LoadedCheckpoint> ParseCheckpoint(absl::string_view data,
       return corrupt("segment usage exceeds its total");
     }
     if (!e.empty()) c.usage.At(id) = e;
+    next_id = id + 1;
     u += kUsageEntrySizeV1;
   }
   return c;

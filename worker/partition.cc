@@ -127,11 +127,12 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
       options.compaction_min_step == 0 ||
       !(options.compaction_space_limit == 0 || options.compaction_space_limit > 1) ||
       !(options.compaction_min_age_segments >= 0 && options.compaction_min_age_segments <= 1000) ||
+      options.compaction_quiet_period < absl::ZeroDuration() ||
       options.checkpoint_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "checkpoints_to_keep must be >= 1, compaction ratios >= 0 (work in (0, 1000]), "
         "compaction min step > 0, space limit 0 or > 1, compaction min age in [0, 1000] "
-        "segments, checkpoint interval >= 0");
+        "segments, quiet period and checkpoint interval >= 0");
   }
   std::unique_ptr<Partition> p(new Partition(options));
   if (absl::Status s = p->Recover(); !s.ok()) return s;
@@ -532,6 +533,7 @@ absl::Status Partition::ApplyBatch(std::span<const WriteOp> ops,
 absl::Status Partition::ApplyOps(std::span<const WriteOp> ops,
                                  WriteResult* results) {
   ++requests_since_tick_;
+  last_write_ = absl::Now();
   auto fail_from = [&](size_t first, const absl::Status& s) {
     for (size_t k = first; k < ops.size(); ++k) {
       results[k] = WriteResult{};
@@ -781,7 +783,7 @@ bool Partition::HasBackgroundWork() const {
   if (forced_ratio_.has_value() ||
       ((victim_.has_value() || !finishing_.empty() ||
         (options_.compaction_dead_ratio <= 1.0 &&
-         PickVictim(options_.compaction_dead_ratio, /*young_segments_wait=*/false)
+         PickVictim(options_.compaction_dead_ratio, YoungSegmentsWait(/*idle_tick=*/true))
              .has_value())) &&
        absl::Now() >= compaction_retry_at_)) {
     return log_->failure().ok();
@@ -958,6 +960,11 @@ void Partition::VerifyNothingLive(uint64_t id, uint64_t end) {
   }
 }
 
+bool Partition::YoungSegmentsWait(bool idle_tick) const {
+  if (forced_ratio_.has_value() || over_space_limit_) return false;
+  return !idle_tick || absl::Now() - last_write_ < options_.compaction_quiet_period;
+}
+
 bool Partition::OverSpaceLimit() const {
   if (options_.compaction_space_limit <= 0) return false;
   uint64_t total = 0, live = 0;
@@ -1047,8 +1054,7 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
     // likeliest to be overwritten soon, so copying them now is mostly
     // wasted. A forced pass and idle time take any segment.
     victim_ = PickVictim(forced_ratio_.value_or(options_.compaction_dead_ratio),
-                         /*young_segments_wait=*/!forced_ratio_.has_value() &&
-                             !over_space_limit_ && !idle_tick_);
+                         YoungSegmentsWait(idle_tick_));
     if (!victim_.has_value()) {
       if (!forced_ratio_.has_value()) return absl::OkStatus();
       // A forced pass is over once every segment it (or automatic

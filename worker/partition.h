@@ -99,6 +99,9 @@ struct PartitionOptions {
   // live records are the newest, the likeliest to be overwritten soon, so
   // copying them early is mostly wasted work. 0: no wait.
   double compaction_min_age_segments = 1.0;
+  // For that wait, a Tick counts as idle only once no write came for this
+  // long: a worker whose queue drains between batches is not idle.
+  absl::Duration compaction_quiet_period = absl::Seconds(1);
   // Compaction shortcuts, all from the segment usage table: a victim with
   // nothing to keep (no live record, no tombstone an older segment needs)
   // is deleted unread; a victim whose tombstones no older segment needs is
@@ -361,7 +364,9 @@ class Partition {
   uint64_t SegmentAge(uint64_t id) const;
   // Record bytes over compaction_space_limit x live bytes, plus a segment.
   bool OverSpaceLimit() const;
-  // Record bytes in the log / live record bytes (1 when empty).
+  // Whether young segments wait now (see compaction_min_age_segments);
+  // `idle_tick`: no request came since the last Tick().
+  bool YoungSegmentsWait(bool idle_tick) const;
   // Scans up to `budget` bytes of the victim (picking one if needed);
   // *scanned, if given, gets the bytes scanned.
   absl::Status CompactionStep(uint64_t budget, uint64_t* scanned = nullptr);
@@ -448,6 +453,7 @@ class Partition {
   absl::Time compaction_retry_at_ = absl::InfinitePast();
   bool over_space_limit_ = false;
   bool idle_tick_ = false;  // the Tick() running now had no request before it
+  absl::Time last_write_ = absl::InfinitePast();  // the last ApplyBatch
   double victim_dead_fraction_ = 1;  // the victim's DeadRatio() when picked
   absl::flat_hash_set<uint64_t> bad_segments_;  // damaged: not compacted
   CompactionStats compaction_;

@@ -71,7 +71,10 @@ class ServerTest : public ::testing::Test {
   }
   void TearDown() override {
     client_.reset();
-    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
+    if (server_ != nullptr) {
+      server_->EndLameDuck();  // a test that failed midway does not hang
+      server_->Shutdown(absl::Seconds(5));
+    }
     std::filesystem::remove_all(dir_);
   }
   void StartServer() {

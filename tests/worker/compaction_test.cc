@@ -383,6 +383,8 @@ TEST_F(CompactionTest, BusyTicksSpendOnlyTheirCreditIdleTicksCatchUp) {
   o_.compaction_min_step = 4 << 10;
   o_.compaction_work_ratio = 0.001;  // ~0.05 bytes of scan per small put
   o_.compaction_space_limit = 0;     // the work ratio alone paces
+  // Idle at once (no waiting out a second of quiet for the young segment).
+  o_.compaction_quiet_period = absl::ZeroDuration();
   ASSERT_NO_FATAL_FAILURE(Reopen());
   for (int i = 0; i < 5; ++i) {
     ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
@@ -521,29 +523,37 @@ TEST_F(CompactionTest, WhollyDeadSegmentsAreDroppedUnread) {
 }
 
 // While writes come in, automatic compaction leaves a segment alone until
-// a segment's worth of log was written after it; idle time and a log over
-// its space limit do not wait.
+// a segment's worth of log was written after it; idle time (no write for
+// compaction_quiet_period) and a log over its space limit do not wait.
 TEST_F(CompactionTest, YoungSegmentWaitsWhileBusy) {
   o_.compaction_dead_ratio = 0.5;
   o_.compaction_space_limit = 0;
   o_.compaction_min_step = 256;
   o_.compaction_work_ratio = 100;
-  for (int scenario = 0; scenario < 3; ++scenario) {
-    SCOPED_TRACE(scenario == 0 ? "busy" : scenario == 1 ? "idle" : "over the space limit");
+  for (int scenario = 0; scenario < 4; ++scenario) {
+    SCOPED_TRACE(scenario == 0   ? "busy"
+                 : scenario == 1 ? "idle"
+                 : scenario == 2 ? "over the space limit"
+                                 : "a drained queue is not idle");
     p_.reset();
     other_fs_ = std::make_unique<MemFileSystem>();
     o_.fs = other_fs_.get();
     o_.compaction_space_limit = scenario == 2 ? 1.01 : 0;
+    // Scenario 1 is idle at once; scenario 3's writes stay recent.
+    o_.compaction_quiet_period = scenario == 1 ? absl::ZeroDuration() : absl::Hours(1);
     model_.clear();
     ASSERT_NO_FATAL_FAILURE(Reopen());
     // Segment 0 wholly dead (every put but the last went to it), and one
     // live key in segment 1 so the space limit has live bytes to compare.
     ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(1, "hot"));
     auto dropped = [&] { return p_->Stats().compaction.segments_dropped_unread; };
-    if (scenario == 1) {
+    if (scenario == 1 || scenario == 3) {
       ASSERT_THAT(p_->Tick(), IsOk());  // the put before it: busy
-      ASSERT_THAT(p_->Tick(), IsOk());  // idle
-      EXPECT_EQ(dropped(), 1u);
+      // No request since the last Tick: idle once the quiet period is over.
+      EXPECT_EQ(p_->HasBackgroundWork(), scenario == 1);
+      ASSERT_THAT(p_->Tick(), IsOk());
+      ASSERT_THAT(p_->Tick(), IsOk());
+      EXPECT_EQ(dropped(), scenario == 1 ? 1u : 0u);
       continue;
     }
     // Busy Ticks while segment 1 fills: segment 0 is younger than a
