@@ -1052,7 +1052,8 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
     // While writes come in, a segment written recently waits (unless the
     // log is over its space limit): its live records are the newest, the
     // likeliest to be overwritten soon, so copying them now is mostly
-    // wasted. A forced pass and idle time take any segment.
+    // wasted. A forced pass and an idle partition (no write for
+    // compaction_quiet_period) take any segment.
     victim_ = PickVictim(forced_ratio_.value_or(options_.compaction_dead_ratio),
                          YoungSegmentsWait(idle_tick_));
     if (!victim_.has_value()) {
@@ -1077,9 +1078,8 @@ absl::Status Partition::CompactionStep(uint64_t budget, uint64_t* scanned_out) {
   if (options_.compaction_shortcuts && victim_offset_ == format::kSegmentHeaderSize &&
       walk_bucket_ == 0 && NothingToKeep(*victim_)) {
     // The usage table says no record here is live and no tombstone is
-    // needed: delete the segment without reading it. Under overwrites most
-    // victims are like this, and reading one costs an index probe (a cache
-    // miss) per record.
+    // needed: delete the segment without reading it (reading it would cost
+    // an index probe, often a cache miss, per record, to find nothing).
     if (options_.verify_compaction) VerifyNothingLive(*victim_, end);
     ++compaction_.segments_dropped_unread;
     victim_offset_ = end;
