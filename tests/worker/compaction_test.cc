@@ -421,7 +421,9 @@ TEST_F(CompactionTest, BusyTicksSpendOnlyTheirCreditIdleTicksCatchUp) {
   }
   EXPECT_FALSE(HasSegment(*p_, 0));
   for (const SegmentInfo& s : p_->Segments()) {
-    if (s.sealed) EXPECT_LT(p_->DeadRatio(s.id), 0.5) << s.id;
+    if (s.sealed) {
+      EXPECT_LT(p_->DeadRatio(s.id), 0.5) << s.id;
+    }
   }
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
@@ -601,7 +603,9 @@ TEST_F(CompactionTest, IndexWalkFindsEveryLiveRecordAcrossBucketSplits) {
   // All but every tenth again: a tenth of segment 0 stays live (a walk is
   // taken for victims at most an eighth live).
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (i % 10 != 0) ASSERT_NO_FATAL_FAILURE(Put(keys[i], 100));
+    if (i % 10 != 0) {
+      ASSERT_NO_FATAL_FAILURE(Put(keys[i], 100));
+    }
   }
   p_->StartCompaction(0.0);
   int ticks = 0;
