@@ -217,7 +217,9 @@ void RunEveryKillPoint(bool automatic) {
           // one must surface as an error, not be swallowed. (Background
           // work, compaction in Tick() and the checkpoint at close, only
           // records its failures; with it, a kill may surface only later.)
-          if (!automatic) EXPECT_FALSE(s.ok()) << "the scenario succeeded although killed";
+          if (!automatic) {
+            EXPECT_FALSE(s.ok()) << "the scenario succeeded although killed";
+          }
           ASSERT_TRUE(run.fs().killed());
         }
         if (run.acked().empty() && run.maybe().empty()) ++killed_in_open;
