@@ -118,6 +118,33 @@ class HashIndex {
   // Starts loading the bucket `fp` lives in, to overlap cache misses.
   void Prefetch(uint32_t fp) const { __builtin_prefetch(Home(fp)); }
 
+  // A lookup of `fp` taken one cache line at a time, so that a caller can
+  // interleave many and overlap their misses (Partition's prefetch).
+  // ProbeBucket looks at fp's bucket: it returns the address of the first
+  // slot with fingerprint `fp`, or 0 and sets *next to the bucket's first
+  // overflow node (0: none), whose load it starts.
+  uint64_t ProbeBucket(uint32_t fp, uint32_t* next) const {
+    const Bucket* b = Home(fp);
+    for (int i = 0; i < kSlots; ++i) {
+      if (b->fp[i] != fp) continue;
+      const uint64_t a = b->address(i);
+      if (a != 0) return a;
+    }
+    *next = b->overflow;
+    if (*next != 0) __builtin_prefetch(NodeAt(*next));
+    return 0;
+  }
+  // ProbeNode looks at overflow node *next: its address if its fingerprint
+  // is `fp`, or 0 with *next moved on to the following node (0: the chain
+  // ends), whose load it starts.
+  uint64_t ProbeNode(uint32_t fp, uint32_t* next) const {
+    const Node* n = NodeAt(*next);
+    if (n->fp == fp && n->address() != 0) return n->address();
+    *next = n->next;
+    if (*next != 0) __builtin_prefetch(NodeAt(*next));
+    return 0;
+  }
+
   // Points a found entry at a new address (non-zero).
   void Update(const Position& pos, uint64_t address) {
     if (pos.node != nullptr) {

@@ -352,9 +352,12 @@ class Partition {
   // Checkpoint stages run by the owner's thread (see Tick()).
   void AdvanceCheckpoint(bool wait);
   void FinishCheckpoint(const absl::Status& s);
-  // Starts loading the records the index entries with fingerprint `fp`
-  // point at (their bucket should already be on its way).
-  void PrefetchRecordsOf(uint32_t fp);
+  // Starts loading, for each fingerprint, the record of its first index
+  // entry (the key but for a 32-bit collision). Their buckets should
+  // already be on their way. Overflow chains are walked one node per pass
+  // over all of them, so those misses overlap as well.
+  void PrefetchRecordsOf(std::span<const uint32_t> fps);
+  void PrefetchRecordAt(uint64_t address);
   // Compaction.
   // The sealed segment with the largest dead ratio >= min_ratio, not
   // damaged or already done; with young_segments_wait, not one written

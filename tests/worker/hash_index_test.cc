@@ -131,6 +131,35 @@ TEST(HashIndexTest, UpdateAndEraseInOverflowNodes) {
   for (int i = 0; i < 20; ++i) EXPECT_EQ(db.Find(Key(i), kFp).found(), i % 2 == 0);
 }
 
+// The step-by-step probe Partition's prefetch uses meets the same entry as
+// Find() with an always-true match: the first with the fingerprint, in the
+// bucket or down its overflow chain.
+TEST(HashIndexTest, StepProbeMeetsTheFirstEntryFindWould) {
+  IndexedLog db;
+  for (int i = 0; i < 50000; ++i) db.Put(Key(i), FpOf(Key(i)));
+  for (int i = 0; i < 40; ++i) db.Put(absl::StrCat("shared-", i), 0x77u);
+  for (int i = 0; i < 50000; i += 7) db.Erase(Key(i), FpOf(Key(i)));
+  auto probe = [&](uint32_t fp) {
+    uint32_t next = 0;
+    uint64_t a = db.index().ProbeBucket(fp, &next);
+    while (a == 0 && next != 0) a = db.index().ProbeNode(fp, &next);
+    return a;
+  };
+  auto first = [&](uint32_t fp) {
+    return db.index().Find(fp, [](uint64_t) { return true; });
+  };
+  uint64_t in_nodes = 0;
+  for (int i = 0; i < 60000; ++i) {  // present, erased and absent keys
+    const uint32_t fp = FpOf(Key(i));
+    const HashIndex::Position pos = first(fp);
+    EXPECT_EQ(probe(fp), pos.found() ? pos.address : 0) << i;
+    if (pos.node != nullptr) ++in_nodes;
+  }
+  EXPECT_GT(in_nodes, 1000u);  // overflow chains were walked
+  EXPECT_EQ(probe(0x77u), first(0x77u).address);
+  EXPECT_NE(probe(0x77u), 0u);
+}
+
 TEST(HashIndexTest, EraseThenInsertReusesSlots) {
   constexpr uint32_t kFp = 0x9E3779B9u;
   constexpr int kKeys = 40;  // under the first split's load
