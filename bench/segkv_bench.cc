@@ -9,8 +9,12 @@
 // the outstanding ones drain.
 //
 // Prints one summary line (and with --json a JSON object as the last line).
+// With --server_pid, also the CPU time that server process and this client
+// used per key in the measured window.
 // Exit status: 0, 1 if more than 1% of measured ops failed (or none
 // completed, or the endpoint is unreachable), 2 on a usage error.
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -72,6 +76,10 @@ ABSL_FLAG(bool, preload, false,
           "before measuring, write every key once (segkv/noop: BatchWrite "
           "of 500 keys; etcd: Put)");
 ABSL_FLAG(bool, json, false, "also print a JSON object as the last line");
+ABSL_FLAG(int, server_pid, 0,
+          "a server process on this machine: also report the CPU time it "
+          "and this client used per op in the measured window "
+          "(/proc/PID/stat), a figure far less noisy than QPS");
 
 namespace segkv::bench {
 namespace {
@@ -109,6 +117,7 @@ struct Config {
   int batch = 0;
   bool preload = false;
   bool json = false;
+  int server_pid = 0;  // 0: no CPU accounting
 };
 
 int Digits(uint64_t n) {
@@ -186,6 +195,8 @@ absl::StatusOr<Config> ConfigFromFlags() {
   c.batch = absl::GetFlag(FLAGS_batch);
   c.preload = absl::GetFlag(FLAGS_preload);
   c.json = absl::GetFlag(FLAGS_json);
+  c.server_pid = absl::GetFlag(FLAGS_server_pid);
+  if (c.server_pid < 0) return absl::InvalidArgumentError("--server_pid must be >= 0");
 
   if (c.keys < 1) return absl::InvalidArgumentError("--keys must be >= 1");
   if (c.key_size < 3 + Digits(c.keys - 1) || c.key_size > 4096) {
@@ -338,6 +349,9 @@ struct Stats {
   uint64_t keys = 0;  // keys of successful ops
   std::array<uint64_t, kNumCodes> errors_by_code{};
   std::string first_error;
+  // CPU seconds used in the measured window (--server_pid); < 0: unknown.
+  double server_cpu_s = -1;
+  double client_cpu_s = -1;
 
   uint64_t errors() const {
     uint64_t n = 0;
@@ -713,6 +727,29 @@ Stats Preload(const Config& c, const Workload& w, Connections& conns) {
   return total;
 }
 
+// CPU seconds (user + system, all threads) a process has used so far, from
+// /proc/PID/stat; nullopt if it cannot be read.
+std::optional<double> ProcessCpuSeconds(const std::string& pid) {
+  FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/stat").c_str(), "r");
+  if (f == nullptr) return std::nullopt;
+  char buf[1024];
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // The command name (field 2) may hold spaces: fields count from its ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return std::nullopt;
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(absl::string_view(p + 1), ' ', absl::SkipEmpty());
+  // After ')': state is field 3, so utime (14) and stime (15) are at 11, 12.
+  uint64_t utime = 0, stime = 0;
+  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
+      !absl::SimpleAtoi(fields[12], &stime)) {
+    return std::nullopt;
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // The measured run: warmup, then duration. Counts completions inside the
 // measured window.
 Stats Measure(const Config& c, const Workload& w, Connections& conns) {
@@ -720,6 +757,21 @@ Stats Measure(const Config& c, const Workload& w, Connections& conns) {
       Clock::now() + absl::ToChronoNanoseconds(c.warmup);
   const Clock::time_point measure_end =
       measure_start + absl::ToChronoNanoseconds(c.duration);
+  // Samples the server's and this process's CPU time at both ends of the
+  // measured window.
+  double server_cpu_s = -1, client_cpu_s = -1;
+  std::thread cpu_sampler;
+  if (c.server_pid > 0) {
+    cpu_sampler = std::thread([&] {
+      const std::string server = std::to_string(c.server_pid);
+      std::this_thread::sleep_until(measure_start);
+      const auto s0 = ProcessCpuSeconds(server), c0 = ProcessCpuSeconds("self");
+      std::this_thread::sleep_until(measure_end);
+      const auto s1 = ProcessCpuSeconds(server), c1 = ProcessCpuSeconds("self");
+      if (s0 && s1) server_cpu_s = *s1 - *s0;
+      if (c0 && c1) client_cpu_s = *c1 - *c0;
+    });
+  }
   std::random_device seed_source;
   const uint64_t seed = (uint64_t{seed_source()} << 32) ^ seed_source();
   std::vector<Stats> per_thread = OnThreads(c.threads, [&](int t) {
@@ -760,6 +812,11 @@ Stats Measure(const Config& c, const Workload& w, Connections& conns) {
   });
   Stats total;
   for (const Stats& s : per_thread) total.Merge(s);
+  if (cpu_sampler.joinable()) {
+    cpu_sampler.join();
+    total.server_cpu_s = server_cpu_s;
+    total.client_cpu_s = client_cpu_s;
+  }
   return total;
 }
 
@@ -800,6 +857,21 @@ int Report(const Config& c, const Stats& s) {
       "p90_us=%.1f p99_us=%.1f p999_us=%.1f errors=%d\n",
       c.target_name, c.mix_text, c.inflight, c.channels, c.threads, seconds,
       s.ops, qps, keys_per_s, p50, p90, p99, p999, errors);
+  // CPU per op in microseconds (per key for batches: keys == ops otherwise).
+  auto per_key_us = [&](double cpu_s) {
+    return cpu_s >= 0 && s.keys > 0 ? cpu_s * 1e6 / static_cast<double>(s.keys) : -1.0;
+  };
+  const double server_us = per_key_us(s.server_cpu_s);
+  const double client_us = per_key_us(s.client_cpu_s);
+  if (c.server_pid > 0) {
+    if (server_us < 0) {
+      std::cerr << "segkv-bench: cannot read the CPU time of process " << c.server_pid << "\n";
+    }
+    std::cout << absl::StrFormat(
+        "segkv-bench cpu: server_pid=%d server_cpu_us_per_key=%.2f "
+        "client_cpu_us_per_key=%.2f\n",
+        c.server_pid, server_us, client_us);
+  }
   if (errors > 0) {
     std::string by_code;
     for (int code = 1; code < kNumCodes; ++code) {
@@ -818,10 +890,11 @@ int Report(const Config& c, const Stats& s) {
         "\"threads\":%d,\"duration_s\":%.3f,\"ops\":%d,\"qps\":%.1f,"
         "\"keys_per_s\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,"
         "\"p99_us\":%.1f,\"p999_us\":%.1f,\"errors\":%d,"
-        "\"resource_exhausted\":%d}\n",
+        "\"resource_exhausted\":%d,\"server_cpu_us_per_key\":%.3f,"
+        "\"client_cpu_us_per_key\":%.3f}\n",
         JsonString(c.target_name), JsonString(c.mix_text), c.inflight,
         c.channels, c.threads, seconds, s.ops, qps, keys_per_s, p50, p90, p99,
-        p999, errors, exhausted);
+        p999, errors, exhausted, server_us, client_us);
   }
   std::cout.flush();
 

@@ -93,18 +93,24 @@ sk=$addr
 sk_pid=${pids[-1]}
 start_listener noop bazel-bin/bench/segkv-noop-server --listen=127.0.0.1:0
 noop=$addr
+noop_pid=${pids[-1]}
 
-pair put_segkv "--target=segkv --endpoint=$sk --mix=put:100 --inflight=64" \
-     put_noop "--target=noop --endpoint=$noop --mix=put:100 --inflight=64"
-pair get_segkv "--target=segkv --endpoint=$sk --mix=get:100 --inflight=64 --preload" \
-     get_noop "--target=noop --endpoint=$noop --mix=get:100 --inflight=64 --preload"
-pair batch_segkv "--target=segkv --endpoint=$sk --mix=batch_put:100 --batch=100 --inflight=16" \
-     batch_noop "--target=noop --endpoint=$noop --mix=batch_put:100 --batch=100 --inflight=16"
+# Each run also reports the CPU time the server process used per key in
+# its measured window (--server_pid): less noisy than QPS on this machine.
+sk_cpu="--server_pid=$sk_pid"
+noop_cpu="--server_pid=$noop_pid"
+pair put_segkv "--target=segkv --endpoint=$sk --mix=put:100 --inflight=64 $sk_cpu" \
+     put_noop "--target=noop --endpoint=$noop --mix=put:100 --inflight=64 $noop_cpu"
+pair get_segkv "--target=segkv --endpoint=$sk --mix=get:100 --inflight=64 --preload $sk_cpu" \
+     get_noop "--target=noop --endpoint=$noop --mix=get:100 --inflight=64 --preload $noop_cpu"
+pair batch_segkv "--target=segkv --endpoint=$sk --mix=batch_put:100 --batch=100 --inflight=16 $sk_cpu" \
+     batch_noop "--target=noop --endpoint=$noop --mix=batch_put:100 --batch=100 --inflight=16 $noop_cpu"
 kill "$sk_pid"; wait "$sk_pid" 2>/dev/null || true
 
 start_listener segkvd-always $segkvd --listen=127.0.0.1:0 --data_dir="$work/segkv-always" \
   --workers=1 --durability=always
 sk=$addr
+sk_cpu="--server_pid=${pids[-1]}"
 client_port=$(free_port)
 peer_port=$(free_port)
 etcd --name bench --data-dir "$work/etcd" \
@@ -115,16 +121,17 @@ etcd --name bench --data-dir "$work/etcd" \
   --initial-cluster "bench=http://127.0.0.1:$peer_port" \
   --logger=zap --log-level=error >"$work/etcd.out" 2>&1 &
 pids+=($!)
+etcd_cpu="--server_pid=$!"
 for _ in $(seq 1 300); do
   (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break
   sleep 0.1
 done
-pair sync_put_segkv "--target=segkv --endpoint=$sk --mix=put:100 --inflight=256" \
-     etcd_put "--target=etcd --endpoint=127.0.0.1:$client_port --mix=put:100 --inflight=256"
+pair sync_put_segkv "--target=segkv --endpoint=$sk --mix=put:100 --inflight=256 $sk_cpu" \
+     etcd_put "--target=etcd --endpoint=127.0.0.1:$client_port --mix=put:100 --inflight=256 $etcd_cpu"
 # The most any server could reach at this load here: the no-op server at
 # 256 in flight. It bounds what the durable-Put-vs-etcd ratio can be.
 for r in $(seq 1 "$rounds"); do
-  bench put256_noop --target=noop --endpoint="$noop" --mix=put:100 --inflight=256
+  bench put256_noop --target=noop --endpoint="$noop" --mix=put:100 --inflight=256 $noop_cpu
 done
 
 python3 - "$work" "$json" "$rounds" <<'PY'
@@ -134,7 +141,8 @@ runs = {k: [json.loads(l) for l in open(f"{work}/{k}.jsonl")] for k in
         ["put_segkv", "put_noop", "get_segkv", "get_noop", "batch_segkv",
          "batch_noop", "sync_put_segkv", "etcd_put", "put256_noop"]}
 # Each figure is the median over the rounds.
-r = {k: {f: statistics.median(x[f] for x in v) for f in ("qps", "keys_per_s", "p99_us")}
+r = {k: {f: statistics.median(x[f] for x in v)
+         for f in ("qps", "keys_per_s", "p99_us", "server_cpu_us_per_key")}
      for k, v in runs.items()}
 def ratio(a, b): return a / b if b else 0.0
 print(f"medians of {rounds} alternating rounds each")
@@ -151,6 +159,16 @@ for name, a, b, other, bar in rows:
   print(f"{name:32} {a:12.0f} {b:12.0f} {other:>6} {ratio(a, b):7.2f}  {bar}")
 print(f"ceiling of the line above: the no-op server at Put @256 does {r['put256_noop']['qps']:.0f} QPS, "
       f"{ratio(r['put256_noop']['qps'], r['etcd_put']['qps']):.2f}x etcd")
+print("server CPU per key in the measured window, microseconds (less noisy than QPS):")
+cpu_rows = [
+  ("unary Put @64", "put_segkv", "put_noop", "no-op"),
+  ("unary Get @64", "get_segkv", "get_noop", "no-op"),
+  ("BatchWrite 100 (per key)", "batch_segkv", "batch_noop", "no-op"),
+  ("durable Put @256", "sync_put_segkv", "etcd_put", "etcd"),
+]
+for name, a, b, other in cpu_rows:
+  x, y = r[a]["server_cpu_us_per_key"], r[b]["server_cpu_us_per_key"]
+  print(f"{name:32} {x:12.2f} {y:12.2f} {other:>6} {ratio(x, y):7.2f}")
 print("per round (segkv / other side):")
 for a, b, f in [("put_segkv", "put_noop", "qps"), ("get_segkv", "get_noop", "qps"),
                 ("batch_segkv", "batch_noop", "keys_per_s"), ("sync_put_segkv", "etcd_put", "qps")]:
@@ -170,6 +188,14 @@ if want_json:
     "sync_vs_etcd": round(ratio(r["sync_put_segkv"]["qps"], r["etcd_put"]["qps"]), 2),
     "noop_put256_qps": round(r["put256_noop"]["qps"]),
     "noop256_vs_etcd": round(ratio(r["put256_noop"]["qps"], r["etcd_put"]["qps"]), 2),
+    "put_server_cpu_us": r["put_segkv"]["server_cpu_us_per_key"],
+    "noop_put_server_cpu_us": r["put_noop"]["server_cpu_us_per_key"],
+    "get_server_cpu_us": r["get_segkv"]["server_cpu_us_per_key"],
+    "noop_get_server_cpu_us": r["get_noop"]["server_cpu_us_per_key"],
+    "batch_server_cpu_us_per_key": r["batch_segkv"]["server_cpu_us_per_key"],
+    "noop_batch_server_cpu_us_per_key": r["batch_noop"]["server_cpu_us_per_key"],
+    "sync_put_server_cpu_us": r["sync_put_segkv"]["server_cpu_us_per_key"],
+    "etcd_put_server_cpu_us": r["etcd_put"]["server_cpu_us_per_key"],
     "rounds": rounds,
   }))
 PY

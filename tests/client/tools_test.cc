@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -430,9 +431,16 @@ TEST(NoopServerTest, ServesSegkvBenchAndStopsOnSigterm) {
   const std::string address = s.substr(prefix.size(), s.find('\n') - prefix.size());
   Result r = Exec(absl::StrCat(Runfile("bench/segkv-bench"), " --target=noop --endpoint=", address,
                             " --mix=get:100 --inflight=4 --threads=1 --channels=1"
-                            " --duration=500ms --warmup=100ms"));
+                            " --duration=500ms --warmup=100ms --server_pid=", pid));
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("errors=0"));
+  // --server_pid: the server's and the client's CPU time per key, both
+  // measured (a serving process uses some).
+  for (const char* field : {"server_cpu_us_per_key=", "client_cpu_us_per_key="}) {
+    const size_t at = r.out.find(field);
+    ASSERT_NE(at, std::string::npos) << r.out;
+    EXPECT_GT(std::strtod(r.out.c_str() + at + std::strlen(field), nullptr), 0.0) << r.out;
+  }
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
