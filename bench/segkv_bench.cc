@@ -864,9 +864,10 @@ int Report(const Config& c, const Stats& s) {
   const double server_us = per_key_us(s.server_cpu_s);
   const double client_us = per_key_us(s.client_cpu_s);
   if (c.server_pid > 0) {
-    if (server_us < 0) {
+    if (s.keys > 0 && server_us < 0) {
       std::cerr << "segkv-bench: cannot read the CPU time of process " << c.server_pid << "\n";
     }
+    if (s.keys > 0 && client_us < 0) std::cerr << "segkv-bench: cannot read its own CPU time\n";
     std::cout << absl::StrFormat(
         "segkv-bench cpu: server_pid=%d server_cpu_us_per_key=%.2f "
         "client_cpu_us_per_key=%.2f\n",

@@ -140,11 +140,17 @@ work, want_json, rounds = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
 runs = {k: [json.loads(l) for l in open(f"{work}/{k}.jsonl")] for k in
         ["put_segkv", "put_noop", "get_segkv", "get_noop", "batch_segkv",
          "batch_noop", "sync_put_segkv", "etcd_put", "put256_noop"]}
-# Each figure is the median over the rounds.
-r = {k: {f: statistics.median(x[f] for x in v)
-         for f in ("qps", "keys_per_s", "p99_us", "server_cpu_us_per_key")}
+# Each figure is the median over the rounds. A CPU time segkv-bench could
+# not read is -1: left out, and a figure with no round at all is None.
+def median(vals):
+  vals = [v for v in vals if v is not None and v >= 0]
+  return statistics.median(vals) if vals else None
+r = {k: {f: median(x[f] for x in v)
+         for f in ("qps", "keys_per_s", "p99_us", "server_cpu_us_per_key",
+                   "client_cpu_us_per_key")}
      for k, v in runs.items()}
-def ratio(a, b): return a / b if b else 0.0
+def ratio(a, b): return a / b if a is not None and b else 0.0
+def cpu(x): return "n/a" if x is None else f"{x:.2f}"
 print(f"medians of {rounds} alternating rounds each")
 rows = [
   ("unary Put @64 (interval) QPS", r["put_segkv"]["qps"], r["put_noop"]["qps"], "no-op", ">= 0.85"),
@@ -159,7 +165,8 @@ for name, a, b, other, bar in rows:
   print(f"{name:32} {a:12.0f} {b:12.0f} {other:>6} {ratio(a, b):7.2f}  {bar}")
 print(f"ceiling of the line above: the no-op server at Put @256 does {r['put256_noop']['qps']:.0f} QPS, "
       f"{ratio(r['put256_noop']['qps'], r['etcd_put']['qps']):.2f}x etcd")
-print("server CPU per key in the measured window, microseconds (less noisy than QPS):")
+print("CPU time per key in the measured window, microseconds (medians; steadier than QPS):")
+print(f"{'load':32} {'segkv srv':>12} {'other srv':>12} {'vs':>6} {'ratio':>7} {'client(s)':>10} {'client(o)':>10}")
 cpu_rows = [
   ("unary Put @64", "put_segkv", "put_noop", "no-op"),
   ("unary Get @64", "get_segkv", "get_noop", "no-op"),
@@ -168,7 +175,10 @@ cpu_rows = [
 ]
 for name, a, b, other in cpu_rows:
   x, y = r[a]["server_cpu_us_per_key"], r[b]["server_cpu_us_per_key"]
-  print(f"{name:32} {x:12.2f} {y:12.2f} {other:>6} {ratio(x, y):7.2f}")
+  print(f"{name:32} {cpu(x):>12} {cpu(y):>12} {other:>6} {ratio(x, y):7.2f} "
+        f"{cpu(r[a]['client_cpu_us_per_key']):>10} {cpu(r[b]['client_cpu_us_per_key']):>10}")
+print(f"{'no-op Put @256':32} {'':>12} {cpu(r['put256_noop']['server_cpu_us_per_key']):>12} "
+      f"{'':>6} {'':>7} {'':>10} {cpu(r['put256_noop']['client_cpu_us_per_key']):>10}")
 print("per round (segkv / other side):")
 for a, b, f in [("put_segkv", "put_noop", "qps"), ("get_segkv", "get_noop", "qps"),
                 ("batch_segkv", "batch_noop", "keys_per_s"), ("sync_put_segkv", "etcd_put", "qps")]:
@@ -196,6 +206,8 @@ if want_json:
     "noop_batch_server_cpu_us_per_key": r["batch_noop"]["server_cpu_us_per_key"],
     "sync_put_server_cpu_us": r["sync_put_segkv"]["server_cpu_us_per_key"],
     "etcd_put_server_cpu_us": r["etcd_put"]["server_cpu_us_per_key"],
+    "noop_put256_server_cpu_us": r["put256_noop"]["server_cpu_us_per_key"],
+    "client_cpu_us": {k: r[k]["client_cpu_us_per_key"] for k in runs},
     "rounds": rounds,
   }))
 PY

@@ -131,9 +131,9 @@ TEST(HashIndexTest, UpdateAndEraseInOverflowNodes) {
   for (int i = 0; i < 20; ++i) EXPECT_EQ(db.Find(Key(i), kFp).found(), i % 2 == 0);
 }
 
-// The step-by-step probe Partition's prefetch uses meets the same entry as
-// Find() with an always-true match: the first with the fingerprint, in the
-// bucket or down its overflow chain.
+// The step-by-step probe Partition's prefetch uses (one key at a time here)
+// meets the same entry as Find() with an always-true match: the first with
+// the fingerprint, in the bucket or down its overflow chain.
 TEST(HashIndexTest, StepProbeMeetsTheFirstEntryFindWould) {
   IndexedLog db;
   for (int i = 0; i < 50000; ++i) db.Put(Key(i), FpOf(Key(i)));
@@ -158,6 +158,37 @@ TEST(HashIndexTest, StepProbeMeetsTheFirstEntryFindWould) {
   EXPECT_GT(in_nodes, 1000u);  // overflow chains were walked
   EXPECT_EQ(probe(0x77u), first(0x77u).address);
   EXPECT_NE(probe(0x77u), 0u);
+}
+
+// Erased entries keep their place (address 0, fingerprint 0): the step
+// probe passes over them in the bucket and down the chain, also for a
+// fingerprint of 0, which erased entries share.
+TEST(HashIndexTest, StepProbeSkipsErasedEntriesInSlotsAndChains) {
+  for (uint32_t fp : {0u, 0x77u}) {
+    HashIndex index;
+    for (uint64_t a = 1; a <= 30; ++a) index.Insert(fp, a * 64);
+    // Keep only the 15th: the 6 slots and the nodes on both sides of it
+    // in the chain are erased, whichever order the chain keeps.
+    for (uint64_t a = 1; a <= 30; ++a) {
+      if (a == 15) continue;
+      HashIndex::Position pos = index.Find(fp, [&](uint64_t x) { return x == a * 64; });
+      ASSERT_TRUE(pos.found()) << a;
+      index.Erase(pos);
+    }
+    const HashIndex::Position first = index.Find(fp, [](uint64_t) { return true; });
+    ASSERT_NE(first.node, nullptr) << fp;
+    ASSERT_EQ(first.address, 15u * 64);
+    uint32_t next = 0;
+    uint64_t a = index.ProbeBucket(fp, &next);
+    EXPECT_EQ(a, 0u) << fp;
+    int nodes = 0;
+    while (a == 0 && next != 0) {
+      a = index.ProbeNode(fp, &next);
+      ++nodes;
+    }
+    EXPECT_EQ(a, first.address) << fp;
+    EXPECT_GT(nodes, 1) << fp;  // erased nodes were passed over
+  }
 }
 
 TEST(HashIndexTest, EraseThenInsertReusesSlots) {
