@@ -145,7 +145,10 @@ void Server::Shutdown(absl::Duration grace) {
   grpc_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
   grpc_->Wait();
   if (options_.on_grpc_stopped) options_.on_grpc_stopped();
-  for (auto& w : workers_) w->Stop();  // drains, syncs and closes
+  // Every worker drains, syncs and closes (a checkpoint each, by default)
+  // at once; no request is left to pass between them.
+  for (auto& w : workers_) w->RequestStop();
+  for (auto& w : workers_) w->Stop();
   lock_.reset();  // every partition is closed: another server may open it
   LOG(INFO) << "segkvd stopped";
 }

@@ -62,12 +62,17 @@ bool Worker::Submit(Request* r) {
   return true;
 }
 
-void Worker::Stop() {
+void Worker::RequestStop() {
   if (!thread_.joinable()) return;
-  stopping_.store(true, std::memory_order_seq_cst);
-  wakeup_.Notify();
   // The loop sees stopping_ only after its queue is empty; wake it however
   // it waits.
+  stopping_.store(true, std::memory_order_seq_cst);
+  wakeup_.Notify();
+}
+
+void Worker::Stop() {
+  if (!thread_.joinable()) return;
+  RequestStop();
   thread_.join();
 }
 
@@ -91,10 +96,12 @@ void Worker::Loop() {
     }
     if (!batch_.empty()) continue;
     if (stopping_.load(std::memory_order_seq_cst)) break;
-    // Compaction steps and checkpoint stages use the idle time.
-    if (partition_->HasBackgroundWork()) continue;
+    // Compaction steps and checkpoint stages use the idle time. Whatever
+    // can Notify() is looked at after Prepare(), so a checkpoint's
+    // background thread that finishes just now still wakes the loop.
     const uint32_t key = wakeup_.Prepare();
-    if (queue_.ApproxSize() > 0 || stopping_.load(std::memory_order_seq_cst)) {
+    if (queue_.ApproxSize() > 0 || stopping_.load(std::memory_order_seq_cst) ||
+        partition_->HasBackgroundWork()) {
       wakeup_.Cancel();
       continue;
     }

@@ -80,6 +80,9 @@ class Worker {
   // Runs what is queued, closes (syncs) the partition, joins the thread.
   // Call after no more Submit() can happen.
   void Stop();
+  // Asks the thread to do what Stop() waits for, without waiting: calling
+  // it on every worker before Stop() closes the partitions in parallel.
+  void RequestStop();
 
   size_t queue_depth() const { return queue_.ApproxSize(); }
   uint32_t id() const { return options_.partition.partition_id; }

@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
@@ -776,6 +777,83 @@ TEST_F(ServerTest, AbandonedCheckpointCallDoesNotHoldShutdown) {
   const absl::Time start = absl::Now();
   server->Shutdown(absl::Seconds(60));
   EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << "shutdown waited out the grace period";
+  server.reset();
+}
+
+// A file system whose checkpoint writes each wait, up to a timeout, until
+// checkpoints of `want` files are being written at the same time.
+class CheckpointMeetingFs : public worker::MemFileSystem {
+ public:
+  explicit CheckpointMeetingFs(int want) : want_(want) {}
+  absl::StatusOr<std::unique_ptr<worker::WritableFile>> OpenWritable(
+      const std::string& path, bool truncate) override {
+    auto f = MemFileSystem::OpenWritable(path, truncate);
+    if (!f.ok() || !absl::StrContains(path, "/ckpt-")) return f;
+    return std::unique_ptr<worker::WritableFile>(new Meeting(std::move(*f), this));
+  }
+  // Whether `want` checkpoint files were ever being written at once.
+  bool met() {
+    absl::MutexLock l(&mu_);
+    return met_;
+  }
+
+ private:
+  class Meeting : public worker::WritableFile {
+   public:
+    Meeting(std::unique_ptr<worker::WritableFile> f, CheckpointMeetingFs* fs)
+        : f_(std::move(f)), fs_(fs) {}
+    absl::Status Append(absl::string_view data) override {
+      if (!arrived_) {
+        arrived_ = true;
+        absl::MutexLock l(&fs_->mu_);
+        ++fs_->arrived_;
+        auto all_here = [this] { return fs_->arrived_ >= fs_->want_; };
+        if (fs_->mu_.AwaitWithTimeout(absl::Condition(&all_here), absl::Seconds(20))) {
+          fs_->met_ = true;
+        }
+      }
+      return f_->Append(data);
+    }
+    absl::Status Sync() override { return f_->Sync(); }
+    absl::Status Truncate(uint64_t size) override { return f_->Truncate(size); }
+    uint64_t Size() const override { return f_->Size(); }
+
+   private:
+    std::unique_ptr<worker::WritableFile> f_;
+    CheckpointMeetingFs* fs_;
+    bool arrived_ = false;
+  };
+  const int want_;
+  absl::Mutex mu_;
+  int arrived_ = 0;
+  bool met_ = false;
+};
+
+// At shutdown every partition closes at once: each one's close checkpoint
+// is written while the others' are. (Closed one after another, the first
+// waits out the file system's timeout alone and the test fails.)
+TEST_F(ServerTest, PartitionsCloseInParallelAtShutdown) {
+  CheckpointMeetingFs fs(/*want=*/2);
+  ASSERT_THAT(fs.CreateDir("/"), IsOk());
+  ServerOptions o = options_;
+  o.workers = 2;
+  o.data_dir = "/mem";
+  o.partition.fs = &fs;
+  o.partition.checkpoint_on_close = true;
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  std::unique_ptr<Server> server = std::move(*started);
+  client::ClientOptions co;
+  co.endpoint = server->address();
+  client::Client c(co);
+  std::set<uint32_t> written;
+  for (int i = 0; written.size() < 2; ++i) {
+    const std::string key = absl::StrCat("key-", i);
+    ASSERT_THAT(c.Put(key, "v"), IsOk());
+    written.insert(server->frontend().PartitionOf(key));
+  }
+  server->Shutdown(absl::Seconds(5));
+  EXPECT_TRUE(fs.met()) << "the partitions' close checkpoints were not written at the same time";
   server.reset();
 }
 
