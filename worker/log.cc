@@ -360,8 +360,14 @@ absl::Status Log::CheckReplayStart(uint64_t address) {
                             : absl::FailedPreconditionError(absl::StrCat(
                                   "address ", address, " is past the end of a new log"));
   }
-  const uint64_t id = address / segment_size_;
-  const uint64_t offset = address - id * segment_size_;
+  uint64_t id = address / segment_size_;
+  uint64_t offset = address - id * segment_size_;
+  if (offset == 0 && id > 0) {
+    // A tail at the very end of a full segment (the next one is made only
+    // by the next write): the address is that segment's end.
+    --id;
+    offset = segment_size_;
+  }
   const Segment* seg = SegmentById(id);
   if (seg == nullptr) {
     // A segment removed since (compacted away) is fine; one past the

@@ -1107,6 +1107,60 @@ TEST_F(CheckpointRecoveryTest, CleanCloseTakesACheckpointSoReopenReplaysNothing)
   ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
 }
 
+// A checkpoint taken when the active segment is filled to its last byte
+// covers that segment's end, where no next segment exists yet (the next
+// write makes it). It is used, not rejected, both before and after that
+// next segment exists.
+TEST_F(CheckpointRecoveryTest, CheckpointAtTheEndOfAFullSegmentIsUsed) {
+  o_.checkpoint_on_close = true;
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  const uint64_t seg = o_.segment_size;
+  for (int i = 0;; ++i) {
+    const uint64_t tail = p_->Stats().tail_address;
+    ASSERT_NE(tail % seg, 0u);
+    const uint64_t space = seg - tail % seg;
+    const std::string key = absl::StrCat("fill", i);
+    const uint64_t smallest = RecordSize(key.size(), 1);
+    uint64_t value_len = 60;
+    // Leave room for one more record, or none at all.
+    if (RecordSize(key.size(), value_len) + smallest > space) {
+      value_len = space - RecordSize(key.size(), 0);
+    }
+    const std::string value(value_len, 'v');
+    auto w = p_->Put(key, value);
+    ASSERT_THAT(w, IsOk());
+    model_[key] = Stored{value, w->version};
+    if (value_len != 60) break;
+  }
+  const uint64_t end = p_->Stats().tail_address;
+  ASSERT_EQ(end % seg, 0u) << "the segment is not filled exactly";
+
+  ASSERT_NO_FATAL_FAILURE(Reopen());  // the close checkpoint covers `end`
+  PartitionStats s = p_->Stats();
+  EXPECT_EQ(s.recovered.checkpoints_rejected, 0u);
+  ASSERT_TRUE(s.recovered.checkpoint_id.has_value());
+  EXPECT_EQ(s.recovered.start_address, end);
+  EXPECT_EQ(s.recovery.records, 0u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+
+  // The next segment exists once something is written; a crash then (no
+  // close checkpoint) recovers from the same checkpoint plus that write.
+  auto w = p_->Put("after", "x");
+  ASSERT_THAT(w, IsOk());
+  model_["after"] = Stored{"x", w->version};
+  ASSERT_GT(p_->Stats().tail_address, end);
+  fs_.KillAfterOps(0);  // the process dies: Close() writes nothing more
+  p_.reset();
+  fs_.Crash(3, /*keep_unsynced=*/false);  // under `always` the write is synced
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  s = p_->Stats();
+  EXPECT_EQ(s.recovered.checkpoints_rejected, 0u);
+  ASSERT_TRUE(s.recovered.checkpoint_id.has_value());
+  EXPECT_EQ(s.recovered.start_address, end);
+  EXPECT_EQ(s.recovery.records, 1u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
 TEST_F(CheckpointRecoveryTest, FailedCheckpointAtCloseStillClosesAndLosesNothing) {
   o_.checkpoint_on_close = true;
   ASSERT_NO_FATAL_FAILURE(Reopen());
