@@ -188,6 +188,7 @@ absl::Status Log::WriteManifest(const std::vector<SegmentInfo>& segments,
   m.segment_size = segment_size_;
   m.segments = segments;
   m.checkpoints = checkpoints;
+  m.version_floor = version_floor_;
   bool renamed = false;
   absl::Status s = WriteFileAtomically(fs_, options_.dir, kManifestName,
                                        EncodeManifest(m), &renamed);
@@ -307,6 +308,7 @@ absl::Status Log::Open(LogRecoveryStats* stats) {
   }
   if (absl::Status s = CheckSegmentSize(); !s.ok()) return s;
   checkpoints_ = manifest->checkpoints;
+  version_floor_ = manifest->version_floor;
 
   const uint64_t last_id = manifest->segments.back().id;
   for (const auto& [id, name] : files) {
@@ -725,7 +727,8 @@ absl::Status Log::DropCheckpoint(uint64_t id) {
 
 absl::Status Log::RemoveSegment(uint64_t id) { return RemoveSegments({id}); }
 
-absl::Status Log::RemoveSegments(const std::vector<uint64_t>& ids) {
+absl::Status Log::RemoveSegments(const std::vector<uint64_t>& ids,
+                                 uint64_t version_floor) {
   for (uint64_t id : ids) {
     if (id >= active_id_ || SegmentById(id) == nullptr) {
       return absl::FailedPreconditionError(
@@ -736,6 +739,8 @@ absl::Status Log::RemoveSegments(const std::vector<uint64_t>& ids) {
   for (const SegmentInfo& info : Segments()) {
     if (std::find(ids.begin(), ids.end(), info.id) == ids.end()) infos.push_back(info);
   }
+  // A floor kept after a failed write is still true: nothing is lost.
+  version_floor_ = std::max(version_floor_, version_floor);
   if (absl::Status s = WriteManifest(infos); !s.ok()) return s;
   // The manifest no longer lists them: from here on, a file that survives
   // (a failed unlink, or an unlink a crash undoes: the directory is not

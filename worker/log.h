@@ -144,6 +144,9 @@ class Log {
 
   // Checkpoints listed in the manifest, oldest first.
   const std::vector<CheckpointInfo>& checkpoints() const { return checkpoints_; }
+  // The MANIFEST's version floor: every version handed out before the
+  // last RemoveSegments() is below it (0: none).
+  uint64_t version_floor() const { return version_floor_; }
   // Records a written, durable checkpoint in the manifest, keeping only
   // the newest `keep` (>= 1) listed; then removes the files of those
   // dropped and syncs the directory.
@@ -155,8 +158,12 @@ class Log {
   // write stops listing them, then the files are unlinked (a failure is
   // logged: the file is an orphan the next Open() removes; the directory
   // is not synced for the unlinks, for the same reason). Anything that
-  // must outlive the segments must be durable before.
-  absl::Status RemoveSegments(const std::vector<uint64_t>& ids);
+  // must outlive the segments must be durable before. That manifest
+  // write also records `version_floor` (when higher than the one it holds):
+  // the caller's next version, so the highest version ever handed out
+  // survives a tombstone that goes with the segments.
+  absl::Status RemoveSegments(const std::vector<uint64_t>& ids,
+                              uint64_t version_floor = 0);
   absl::Status RemoveSegment(uint64_t id);
   // Returns once files dropped so far are unlinked (remove_in_background);
   // else at once.
@@ -274,6 +281,7 @@ class Log {
   uint64_t active_base_ = 0;  // address of the active segment's byte 0
   std::unique_ptr<WritableFile> active_file_;
   std::vector<CheckpointInfo> checkpoints_;
+  uint64_t version_floor_ = 0;
   bool opened_ = false;
   bool fresh_ = false;  // Open() created the log
 

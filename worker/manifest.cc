@@ -14,7 +14,8 @@ namespace {
 
 // docs/format/manifest.md
 constexpr char kMagic[8] = {'S', 'K', 'V', 'M', 'A', 'N', 'I', 'F'};
-constexpr size_t kHeaderSize = 32;
+constexpr size_t kHeaderSizeV2 = 32;  // versions 1 and 2
+constexpr size_t kHeaderSize = 40;    // version 3: + version floor
 constexpr size_t kEntrySize = 40;
 constexpr size_t kCheckpointEntrySize = 48;
 constexpr uint32_t kFlagSealed = 1;
@@ -30,6 +31,7 @@ std::string EncodeManifest(const Manifest& m) {
   PutFixed64(&out, m.segment_size);
   PutFixed32(&out, static_cast<uint32_t>(m.segments.size()));
   PutFixed32(&out, static_cast<uint32_t>(m.checkpoints.size()));
+  PutFixed64(&out, m.version_floor);
   for (const SegmentInfo& s : m.segments) {
     PutFixed64(&out, s.id);
     PutFixed32(&out, s.sealed ? kFlagSealed : 0);
@@ -56,7 +58,7 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
   auto corrupt = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("manifest ", path, ": ", why));
   };
-  if (data.size() < kHeaderSize + 4) return corrupt("truncated");
+  if (data.size() < kHeaderSizeV2 + 4) return corrupt("truncated");
   if (std::memcmp(data.data(), kMagic, 8) != 0) return corrupt("bad magic");
   const char* p = data.data();
   if (DecodeFixed32(p + data.size() - 4) !=
@@ -64,7 +66,7 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
     return corrupt("CRC mismatch");
   }
   const uint32_t version = DecodeFixed32(p + 8);
-  if (version != 1 && version != kManifestVersion) {
+  if (version != 1 && version != 2 && version != kManifestVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat("manifest ", path, ": version ", version,
                      ", this build reads ", kManifestVersion));
@@ -76,13 +78,15 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
   // Version 1 has a reserved zero where version 2 counts checkpoints.
   const uint32_t checkpoints = DecodeFixed32(p + 28);
   if (version == 1 && checkpoints != 0) return corrupt("reserved field set");
-  if (data.size() != kHeaderSize + uint64_t{count} * kEntrySize +
+  const size_t header = version >= 3 ? kHeaderSize : kHeaderSizeV2;
+  if (data.size() != header + uint64_t{count} * kEntrySize +
                          uint64_t{checkpoints} * kCheckpointEntrySize + 4) {
     return corrupt("length does not match the segment and checkpoint counts");
   }
+  if (version >= 3) m.version_floor = DecodeFixed64(p + 32);
   if (count == 0) return corrupt("no segments");
   for (uint32_t i = 0; i < count; ++i) {
-    const char* e = p + kHeaderSize + i * kEntrySize;
+    const char* e = p + header + i * kEntrySize;
     SegmentInfo s;
     s.id = DecodeFixed64(e);
     const uint32_t flags = DecodeFixed32(e + 8);
@@ -104,7 +108,7 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
     m.segments.push_back(s);
   }
   for (uint32_t i = 0; i < checkpoints; ++i) {
-    const char* e = p + kHeaderSize + uint64_t{count} * kEntrySize +
+    const char* e = p + header + uint64_t{count} * kEntrySize +
                     uint64_t{i} * kCheckpointEntrySize;
     CheckpointInfo c;
     c.id = DecodeFixed64(e);

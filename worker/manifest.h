@@ -42,6 +42,11 @@ struct CheckpointInfo {
 struct Manifest {
   uint32_t partition = 0;
   uint64_t segment_size = 0;
+  // Every version (sequence number) the partition had handed out when this
+  // was written is below it: compaction raises it before it removes
+  // segments, since a dropped tombstone may have carried the newest
+  // version. 0: none recorded (versions 1 and 2).
+  uint64_t version_floor = 0;
   // Ascending ids; every segment but the last is sealed; the last is active.
   std::vector<SegmentInfo> segments;
   // Ascending ids (oldest first); recovery tries the newest first.
@@ -51,8 +56,9 @@ struct Manifest {
 };
 
 inline constexpr char kManifestName[] = "MANIFEST";
-// Version 1 (no checkpoints) is still read; version 2 is written.
-inline constexpr uint32_t kManifestVersion = 2;
+// Versions 1 (no checkpoints) and 2 (no version floor) are still read;
+// version 3 is written.
+inline constexpr uint32_t kManifestVersion = 3;
 
 std::string EncodeManifest(const Manifest& m);
 // Errors: DATA_LOSS (naming `path`) for a bad magic, CRC, length or an

@@ -189,6 +189,9 @@ absl::Status Partition::Recover() {
     index_.ReplaceExact(fp, address, 0);
   }
   replay_tombstones_ = {};
+  // Versions never go back, even when compaction dropped the tombstone
+  // that carried the newest one after the last checkpoint.
+  next_version_ = std::max(next_version_, log_->version_floor());
   if (options_.durability == Durability::kInterval) {
     next_sync_ = absl::Now() + options_.sync_interval;
   }
@@ -1310,7 +1313,9 @@ absl::Status Partition::RemoveFinished(bool force) {
     if (f.durable_at <= log_->synced()) ids.push_back(f.id);
   }
   if (ids.empty()) return absl::OkStatus();
-  if (absl::Status s = log_->RemoveSegments(ids); !s.ok()) return s;
+  // A dropped tombstone may have carried the newest version: the MANIFEST
+  // that stops listing the segments keeps the next version instead.
+  if (absl::Status s = log_->RemoveSegments(ids, next_version_); !s.ok()) return s;
   std::erase_if(finishing_, [&](const Finishing& f) {
     if (f.durable_at > log_->synced()) return false;
     usage_.Remove(f.id);

@@ -1066,6 +1066,47 @@ TEST_P(CompactionRegressionTest, TombstoneDroppedWhenNoOlderSegment) {
   ASSERT_NO_FATAL_FAILURE(ReopenAndCheck());
 }
 
+// Versions never go back. The newest version is a tombstone's; compaction
+// drops that tombstone (no older segment holds its key) and nothing written
+// since is newer; the process dies before any checkpoint. Recovery must not
+// hand that version out again: a compare-and-set on it would match the
+// wrong write.
+TEST_P(CompactionRegressionTest, VersionsDoNotGoBackWhenTheNewestTombstoneIsDropped) {
+  ASSERT_NO_FATAL_FAILURE(FillUntilActive(2, "live"));  // segments 0, 1: live keys
+  // One dead record in each, so that compaction takes them.
+  ASSERT_NO_FATAL_FAILURE(Put("live0"));
+  ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("live", model_.size() - 2)));
+  ASSERT_GT(p_->DeadRatio(0), 0.0);
+  ASSERT_GT(p_->DeadRatio(1), 0.0);
+  ASSERT_NO_FATAL_FAILURE(Put("b"));
+  auto del = p_->Delete("b");
+  ASSERT_THAT(del, IsOk());
+  model_.erase("b");
+  const uint64_t newest = del->version;
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBefore));
+  // Compaction relocates the live keys (old versions) past the tombstone,
+  // which seals its segment; then that segment, the oldest left, goes
+  // with the tombstone.
+  const uint64_t tombstone_segment = Active();
+  for (int i = 0; i < 10 && HasSegment(*p_, tombstone_segment); ++i) {
+    ASSERT_THAT(p_->Compact(0.0), IsOk());
+  }
+  ASSERT_FALSE(HasSegment(*p_, tombstone_segment)) << "active: " << Active();
+  ASSERT_FALSE(HasSegment(*p_, 0));
+  ASSERT_FALSE(HasSegment(*p_, 1));
+  ASSERT_NO_FATAL_FAILURE(MaybeCheckpoint(Recovery::kCheckpointBetween));
+  fs_.KillAfterOps(0);  // the process dies: Close() writes nothing more
+  p_.reset();
+  fs_.Crash(5, /*keep_unsynced=*/false);
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_GT(p_->Stats().next_version, newest);
+  auto w = p_->Put("b", "again");
+  ASSERT_THAT(w, IsOk());
+  EXPECT_GT(w->version, newest);
+  model_["b"] = Stored{"again", w->version};
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
 // A checkpoint taken while k lives in segment 0 holds index entries into
 // it; after segment 0 is compacted away they point into a deleted file.
 // Recovery must not use them blindly: the index must equal a full replay's.

@@ -18,7 +18,7 @@ using ::segkv::worker::testing::StatusIs;
 using ::testing::HasSubstr;
 
 constexpr char kPath[] = "/data/p7/MANIFEST";
-constexpr size_t kHeaderSize = 32;  // docs/format/manifest.md
+constexpr size_t kHeaderSize = 40;  // docs/format/manifest.md, version 3
 constexpr size_t kEntrySize = 40;
 constexpr size_t kCountOffset = 24;
 
@@ -46,6 +46,7 @@ Manifest Example() {
   m.segment_size = 64 << 10;
   m.segments = {Sealed(2, 65000), Sealed(3, 64 << 10), Sealed(9, 64),
                 Active(12)};
+  m.version_floor = 0x0102030405060708ull;
   return m;
 }
 
@@ -171,6 +172,25 @@ TEST(ManifestTest, UnknownVersionWithValidCrcIsFailedPrecondition) {
   const absl::StatusOr<Manifest> m = Decode(data);
   EXPECT_THAT(m, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(std::string(m.status().message()), HasSubstr(kPath));
+}
+
+// A version 2 MANIFEST (no version floor: 32-byte header) is still read,
+// with a floor of 0; version 3 is what is written.
+TEST(ManifestTest, Version2IsReadWithNoVersionFloor) {
+  const std::string v3 = EncodeManifest(Example());
+  EXPECT_EQ(v3[8], 3);
+  std::string v2 = v3.substr(0, 32) + v3.substr(40);
+  StoreLE(&v2, 8, 4, 2);
+  RecomputeCrc(&v2);
+  absl::StatusOr<Manifest> decoded = Decode(v2);
+  ASSERT_THAT(decoded, IsOk());
+  Manifest want = Example();
+  want.version_floor = 0;
+  EXPECT_EQ(*decoded, want);
+  // The same bytes claiming version 3 are 8 bytes short.
+  StoreLE(&v2, 8, 4, 3);
+  RecomputeCrc(&v2);
+  EXPECT_THAT(Decode(v2), StatusIs(absl::StatusCode::kDataLoss));
 }
 
 TEST(SegmentFileNameTest, FormatIsTwentyDigits) {
