@@ -134,9 +134,13 @@ TEST_P(ModelTest, AgreesWithMapAcrossReopens) {
 // Applies `n` random batches to `p` and `model`, checking every result.
 // Most writes go to a few hot keys, so segments age unevenly: cold keys keep
 // old segments partly live while later ones die, and compaction at a
-// middling ratio picks segments that have older ones behind them.
+// middling ratio picks segments that have older ones behind them. Every
+// write's version must be above `*newest`, the highest any write got so
+// far (across reopens and crashes too: every write is durable by then),
+// which it then becomes.
 void RandomBatches(Partition& p, std::map<std::string, Entry>& model,
-                   std::mt19937_64& rng, int n, int key_space, bool tick) {
+                   std::mt19937_64& rng, int n, int key_space, bool tick,
+                   uint64_t* newest) {
   std::vector<WriteOp> ops;
   std::vector<std::string> keys, values;
   std::vector<WriteResult> results;
@@ -174,6 +178,10 @@ void RandomBatches(Partition& p, std::map<std::string, Entry>& model,
         continue;
       }
       ASSERT_THAT(res.status, IsOk());
+      if (op.type == WriteOp::Type::kPut || it != model.end()) {
+        ASSERT_GT(res.version, *newest) << op.key << ": a version was handed out again";
+        *newest = res.version;
+      }
       if (op.type == WriteOp::Type::kPut) {
         ASSERT_GT(res.version, cur);
         model[std::string(op.key)] = Entry{std::string(op.value), res.version};
@@ -218,11 +226,13 @@ TEST_P(ModelTest, AgreesWithMapAcrossCheckpointsCompactionsAndCrashes) {
       p = std::move(*opened);
     }
     std::map<std::string, Entry> model;
+    uint64_t newest = 0;
     for (int step = 0; step < 20; ++step) {
       SCOPED_TRACE(absl::StrCat("step ", step));
       Partition& part = *p;
       ASSERT_NO_FATAL_FAILURE(RandomBatches(part, model, rng, 100 + rng() % 300,
-                                            key_space, /*tick=*/rng() % 2 == 0));
+                                            key_space, /*tick=*/rng() % 2 == 0,
+                                            &newest));
       switch (rng() % 8) {
         case 0: {
           auto info = part.Checkpoint();
