@@ -717,27 +717,29 @@ TEST(CpusTest, CgroupCpuMaxIsRoundedUpAndMaxIsNoLimit) {
   EXPECT_LE(usable, static_cast<int>(AllowedCpus().size()));
 }
 
-// A file system whose checkpoint files take appends only once released:
-// an Admin.Checkpoint stays in progress for as long as a test wants.
-class CheckpointHoldingFs : public worker::MemFileSystem {
+// A file system that calls BeforeCheckpointAppend() before every append to
+// a checkpoint file (first: whether it is that file's first), on the
+// appending thread.
+class CheckpointHookFs : public worker::MemFileSystem {
  public:
   absl::StatusOr<std::unique_ptr<worker::WritableFile>> OpenWritable(
       const std::string& path, bool truncate) override {
     auto f = MemFileSystem::OpenWritable(path, truncate);
     if (!f.ok() || !absl::StrContains(path, "/ckpt-")) return f;
-    return std::unique_ptr<worker::WritableFile>(new Held(std::move(*f), this));
+    return std::unique_ptr<worker::WritableFile>(new Hooked(std::move(*f), this));
   }
-  void Release() { released_.Notify(); }
-  void WaitUntilHeld() { held_.WaitForNotification(); }
+
+ protected:
+  virtual void BeforeCheckpointAppend(bool first) = 0;
 
  private:
-  class Held : public worker::WritableFile {
+  class Hooked : public worker::WritableFile {
    public:
-    Held(std::unique_ptr<worker::WritableFile> f, CheckpointHoldingFs* fs)
+    Hooked(std::unique_ptr<worker::WritableFile> f, CheckpointHookFs* fs)
         : f_(std::move(f)), fs_(fs) {}
     absl::Status Append(absl::string_view data) override {
-      if (!fs_->held_.HasBeenNotified()) fs_->held_.Notify();
-      fs_->released_.WaitForNotification();
+      fs_->BeforeCheckpointAppend(!appended_);
+      appended_ = true;
       return f_->Append(data);
     }
     absl::Status Sync() override { return f_->Sync(); }
@@ -746,8 +748,23 @@ class CheckpointHoldingFs : public worker::MemFileSystem {
 
    private:
     std::unique_ptr<worker::WritableFile> f_;
-    CheckpointHoldingFs* fs_;
+    CheckpointHookFs* fs_;
+    bool appended_ = false;
   };
+};
+
+// A file system whose checkpoint files take appends only once released:
+// an Admin.Checkpoint stays in progress for as long as a test wants.
+class CheckpointHoldingFs : public CheckpointHookFs {
+ public:
+  void Release() { released_.Notify(); }
+  void WaitUntilHeld() { held_.WaitForNotification(); }
+
+ private:
+  void BeforeCheckpointAppend(bool first) override {
+    if (!held_.HasBeenNotified()) held_.Notify();
+    released_.WaitForNotification();
+  }
   absl::Notification held_, released_;
 };
 
@@ -782,15 +799,9 @@ TEST_F(ServerTest, AbandonedCheckpointCallDoesNotHoldShutdown) {
 
 // A file system whose checkpoint writes each wait, up to a timeout, until
 // checkpoints of `want` files are being written at the same time.
-class CheckpointMeetingFs : public worker::MemFileSystem {
+class CheckpointMeetingFs : public CheckpointHookFs {
  public:
   explicit CheckpointMeetingFs(int want) : want_(want) {}
-  absl::StatusOr<std::unique_ptr<worker::WritableFile>> OpenWritable(
-      const std::string& path, bool truncate) override {
-    auto f = MemFileSystem::OpenWritable(path, truncate);
-    if (!f.ok() || !absl::StrContains(path, "/ckpt-")) return f;
-    return std::unique_ptr<worker::WritableFile>(new Meeting(std::move(*f), this));
-  }
   // Whether `want` checkpoint files were ever being written at once.
   bool met() {
     absl::MutexLock l(&mu_);
@@ -798,31 +809,13 @@ class CheckpointMeetingFs : public worker::MemFileSystem {
   }
 
  private:
-  class Meeting : public worker::WritableFile {
-   public:
-    Meeting(std::unique_ptr<worker::WritableFile> f, CheckpointMeetingFs* fs)
-        : f_(std::move(f)), fs_(fs) {}
-    absl::Status Append(absl::string_view data) override {
-      if (!arrived_) {
-        arrived_ = true;
-        absl::MutexLock l(&fs_->mu_);
-        ++fs_->arrived_;
-        auto all_here = [this] { return fs_->arrived_ >= fs_->want_; };
-        if (fs_->mu_.AwaitWithTimeout(absl::Condition(&all_here), absl::Seconds(20))) {
-          fs_->met_ = true;
-        }
-      }
-      return f_->Append(data);
-    }
-    absl::Status Sync() override { return f_->Sync(); }
-    absl::Status Truncate(uint64_t size) override { return f_->Truncate(size); }
-    uint64_t Size() const override { return f_->Size(); }
-
-   private:
-    std::unique_ptr<worker::WritableFile> f_;
-    CheckpointMeetingFs* fs_;
-    bool arrived_ = false;
-  };
+  void BeforeCheckpointAppend(bool first) override {
+    if (!first) return;
+    absl::MutexLock l(&mu_);
+    ++arrived_;
+    auto all_here = [this] { return arrived_ >= want_; };
+    if (mu_.AwaitWithTimeout(absl::Condition(&all_here), absl::Seconds(20))) met_ = true;
+  }
   const int want_;
   absl::Mutex mu_;
   int arrived_ = 0;
