@@ -78,6 +78,16 @@ class ServerTest : public ::testing::Test {
     }
     std::filesystem::remove_all(dir_);
   }
+  // The fixture's options with `workers` partitions on the in-memory file
+  // system `fs` (its root created here).
+  ServerOptions OnMemFs(worker::MemFileSystem* fs, int workers) {
+    EXPECT_THAT(fs->CreateDir("/"), IsOk());
+    ServerOptions o = options_;
+    o.workers = workers;
+    o.data_dir = "/mem";
+    o.partition.fs = fs;
+    return o;
+  }
   void StartServer() {
     auto s = Server::Start(options_);
     ASSERT_THAT(s, IsOk());
@@ -774,11 +784,7 @@ class CheckpointHoldingFs : public CheckpointHookFs {
 // checkpoint is released only once gRPC has stopped: the test times out.)
 TEST_F(ServerTest, AbandonedCheckpointCallDoesNotHoldShutdown) {
   CheckpointHoldingFs fs;
-  ASSERT_THAT(fs.CreateDir("/"), IsOk());
-  ServerOptions o = options_;
-  o.workers = 1;
-  o.data_dir = "/mem";
-  o.partition.fs = &fs;
+  ServerOptions o = OnMemFs(&fs, /*workers=*/1);
   o.partition.checkpoint_on_close = false;
   o.on_grpc_stopped = [&fs] { fs.Release(); };  // the workers may close now
   auto started = Server::Start(o);
@@ -827,11 +833,7 @@ class CheckpointMeetingFs : public CheckpointHookFs {
 // waits out the file system's timeout alone and the test fails.)
 TEST_F(ServerTest, PartitionsCloseInParallelAtShutdown) {
   CheckpointMeetingFs fs(/*want=*/2);
-  ASSERT_THAT(fs.CreateDir("/"), IsOk());
-  ServerOptions o = options_;
-  o.workers = 2;
-  o.data_dir = "/mem";
-  o.partition.fs = &fs;
+  ServerOptions o = OnMemFs(&fs, /*workers=*/2);
   o.partition.checkpoint_on_close = true;
   auto started = Server::Start(o);
   ASSERT_THAT(started, IsOk());
@@ -856,11 +858,7 @@ TEST_F(ServerTest, PartitionsCloseInParallelAtShutdown) {
 // DATA_LOSS.
 TEST_F(ServerTest, StorageErrorsReachClientsWithTheirCodes) {
   worker::MemFileSystem fs;
-  ASSERT_THAT(fs.CreateDir("/"), IsOk());
-  ServerOptions o = options_;
-  o.workers = 1;
-  o.data_dir = "/mem";
-  o.partition.fs = &fs;
+  ServerOptions o = OnMemFs(&fs, /*workers=*/1);
   auto started = Server::Start(o);
   ASSERT_THAT(started, IsOk());
   std::unique_ptr<Server> server = std::move(*started);
