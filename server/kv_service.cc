@@ -351,6 +351,11 @@ class ScanCall : public UnaryRequest {
 
 }  // namespace
 
+KvService::KvService(Frontend* frontend) : fe_(frontend) {
+  SetMessageAllocatorFor_BatchWrite(&batch_write_alloc_);
+  SetMessageAllocatorFor_BatchGet(&batch_get_alloc_);
+}
+
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const v1::PutRequest* req,
                                          v1::PutResponse* resp) {

@@ -272,6 +272,47 @@ TEST_F(ServerTest, BatchWriteReportsEveryOp) {
   EXPECT_EQ(TotalKeys(), 49u);
 }
 
+// Batch requests and responses live on a protobuf arena whose first block is
+// 32 KiB; bigger messages grow it block by block.
+TEST_F(ServerTest, MessagesBiggerThanTheArenaFirstBlockRoundTrip) {
+  const auto value_of = [](int i) {
+    return std::string(8 << 10, static_cast<char>('a' + i % 26)) + absl::StrCat(i);
+  };
+  v1::BatchWriteRequest w;
+  v1::BatchGetRequest g;
+  for (int i = 0; i < 400; ++i) {
+    auto* put = w.add_ops()->mutable_put();
+    put->set_key(absl::StrCat("big", i));
+    put->set_value(value_of(i));
+    g.add_keys(absl::StrCat("big", i));
+  }
+  auto written = client_->BatchWrite(w);
+  ASSERT_THAT(written, IsOk());
+  ASSERT_EQ(written->results_size(), 400);
+  auto got = client_->BatchGet(g);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_EQ(got->results_size(), 400);
+  for (int i = 0; i < 400; ++i) {
+    ASSERT_EQ(written->results(i).status().code(), 0) << i;
+    ASSERT_TRUE(got->results(i).found()) << i;
+    EXPECT_EQ(got->results(i).value(), value_of(i)) << i;
+    EXPECT_EQ(got->results(i).version(), written->results(i).version()) << i;
+  }
+  const std::string big(60 << 10, 'x');
+  v1::PutRequest put;
+  put.set_key("unary");
+  put.set_value(big);
+  ASSERT_THAT(client_->Put(put), IsOk());
+  put.set_value("small");
+  put.set_return_previous(true);
+  auto replaced = client_->Put(put);
+  ASSERT_THAT(replaced, IsOk());
+  EXPECT_EQ(replaced->previous_value(), big);
+  auto now = client_->Get("unary");
+  ASSERT_THAT(now, IsOk());
+  EXPECT_EQ(now->value(), "small");
+}
+
 TEST_F(ServerTest, OversizedBatchesAreInvalidArgument) {
   v1::BatchWriteRequest w;
   v1::BatchGetRequest g;
