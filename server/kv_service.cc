@@ -82,6 +82,15 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
+// A stored value larger than one response can carry (only after a restart
+// with a smaller --max_message_bytes than the value was written under).
+absl::Status TooBigToSend(size_t value_size) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the value is ", value_size,
+      " bytes, more than one response can carry under this server's "
+      "--max_message_bytes; raise it to read this key"));
+}
+
 absl::Status QueueFull(uint32_t partition) {
   return absl::ResourceExhaustedError(
       absl::StrCat("worker queue of partition ", partition, " is full"));
@@ -138,8 +147,11 @@ class UnaryRequest : public worker::Request {
 template <typename Resp, void (*Fill)(const WriteResult&, Resp*)>
 class UnaryWrite : public UnaryRequest {
  public:
-  UnaryWrite(grpc::CallbackServerContext* ctx, WriteOp op, Resp* resp)
-      : UnaryRequest(ctx), op_(op), resp_(resp) {
+  // `previous_budget`: bytes of previous value the response can carry.
+  UnaryWrite(grpc::CallbackServerContext* ctx, WriteOp op, Resp* resp,
+             int64_t previous_budget)
+      : UnaryRequest(ctx), op_(op), resp_(resp), previous_budget_(previous_budget) {
+    if (op_.return_previous) op_.previous_budget = &previous_budget_;
     ops = std::span<const WriteOp>(&op_, 1);
     results = &result_;
   }
@@ -154,18 +166,25 @@ class UnaryWrite : public UnaryRequest {
   WriteOp op_;
   WriteResult result_;
   Resp* const resp_;
+  std::atomic<int64_t> previous_budget_;
 };
 
 class UnaryGet : public UnaryRequest {
  public:
+  // `value_budget`: the largest value the response can carry.
   UnaryGet(grpc::CallbackServerContext* ctx, absl::string_view key,
-           v1::GetResponse* resp)
-      : UnaryRequest(ctx), key_(key), resp_(resp) {
+           v1::GetResponse* resp, int64_t value_budget)
+      : UnaryRequest(ctx), key_(key), resp_(resp), value_budget_(value_budget) {
     read_key = key;
   }
   void Run(Partition& p) override {
     worker::ReadResult r;
     absl::Status s = p.Get(key_, &r);
+    // Only a value stored under a larger --max_value_size than the server
+    // now runs with can be too big; gRPC would refuse to send it.
+    if (s.ok() && r.found && static_cast<int64_t>(r.value.size()) > value_budget_) {
+      s = TooBigToSend(r.value.size());
+    }
     if (s.ok() && r.found) {
       resp_->set_found(true);
       resp_->set_version(r.version);
@@ -177,6 +196,7 @@ class UnaryGet : public UnaryRequest {
  private:
   const absl::string_view key_;
   v1::GetResponse* const resp_;
+  const int64_t value_budget_;
 };
 
 class BatchWriteCall : public FanOutCall {
@@ -313,6 +333,25 @@ class ScanCall : public UnaryRequest {
     auto next = p.Scan(address_, req_->prefix(), remaining_, req_->keys_only(),
                        budget_, &items, &scanned);
     if (!next.ok()) return Abort(next.status());
+    // The scan budget keeps the response within the limit for records up
+    // to --max_value_size. Records written under a larger one can overflow
+    // it: the response stops before the first that does, and continues
+    // there next time; if that is the first item, the call fails.
+    const int64_t fits = ResponseValueBudget(fe_->limits(), items.size());
+    int64_t size = 0;
+    for (size_t k = 0; k < items.size(); ++k) {
+      size += static_cast<int64_t>(items[k].key.size() + items[k].value.size());
+      if (size <= fits) continue;
+      if (k == 0) {
+        return Abort(absl::InvalidArgumentError(absl::StrCat(
+            "the value of the next key, ", items[0].value.size(),
+            " bytes, is more than one response can carry under this server's "
+            "--max_message_bytes; raise it, or scan with keys_only")));
+      }
+      *next = items[k].address;
+      items.resize(k);
+      break;
+    }
     for (auto& it : items) {
       v1::KeyValue* kv = resp_->add_items();
       kv->set_key(std::move(it.key));
@@ -367,7 +406,8 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
   if (req->has_expected_version()) op.expected_version = req->expected_version();
   op.return_previous = req->return_previous();
   return SubmitOrReject(fe_, fe_->PartitionOf(req->key()),
-                        std::make_unique<UnaryWrite<v1::PutResponse, FillPut>>(ctx, op, resp));
+                        std::make_unique<UnaryWrite<v1::PutResponse, FillPut>>(
+                            ctx, op, resp, ResponseValueBudget(fe_->limits(), 1)));
 }
 
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
@@ -381,7 +421,8 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   op.return_previous = req->return_previous();
   return SubmitOrReject(
       fe_, fe_->PartitionOf(req->key()),
-      std::make_unique<UnaryWrite<v1::DeleteResponse, FillDelete>>(ctx, op, resp));
+      std::make_unique<UnaryWrite<v1::DeleteResponse, FillDelete>>(
+          ctx, op, resp, ResponseValueBudget(fe_->limits(), 1)));
 }
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
@@ -391,7 +432,8 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
   if (s.ok()) s = fe_->CheckKey(req->key());
   if (!s.ok()) return FinishNow(ctx, s);
   return SubmitOrReject(fe_, fe_->PartitionOf(req->key()),
-                        std::make_unique<UnaryGet>(ctx, req->key(), resp));
+                        std::make_unique<UnaryGet>(ctx, req->key(), resp,
+                                                   ResponseValueBudget(fe_->limits(), 1)));
 }
 
 grpc::ServerUnaryReactor* KvService::BatchWrite(grpc::CallbackServerContext* ctx,

@@ -16,7 +16,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   std::unique_ptr<Server> s(new Server());
   s->options_ = options;
   if (options.workers < 0) return absl::InvalidArgumentError("--workers must be >= 0");
-  if (options.queue_depth == 0) return absl::InvalidArgumentError("--queue_depth must be > 0");
+  // Each slot is 16 bytes, allocated up front (rounded up to a power of two).
+  constexpr size_t kMaxQueueDepth = size_t{1} << 24;
+  if (options.queue_depth == 0 || options.queue_depth > kMaxQueueDepth) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--queue_depth must be between 1 and ", kMaxQueueDepth, " (is ",
+        options.queue_depth, ")"));
+  }
   // A Put of the largest value must fit in one gRPC message.
   const uint64_t largest_put = options.limits.max_value_size + 2 * 4096;
   if (options.max_message_bytes <= 0 ||

@@ -454,8 +454,9 @@ WriteResult Partition::ApplyOne(const WriteOp& op) {
       op.previous_budget->fetch_add(n, std::memory_order_relaxed);
       drop();
       r.status = absl::InvalidArgumentError(absl::StrCat(
-          "the previous values asked for in this batch do not fit in one response; "
-          "this op (previous value ", n, " bytes) was not applied"));
+          "the previous values asked for do not fit in one response "
+          "(--max_message_bytes); this op (previous value ", n,
+          " bytes) was not applied"));
       return r;
     }
   }
@@ -463,6 +464,9 @@ WriteResult Partition::ApplyOne(const WriteOp& op) {
     auto old = log_->Read(
         pos->address + format::kRecordHeaderSize + cur.key_len, cur.value_len);
     if (!old.ok()) {
+      if (op.previous_budget != nullptr) {
+        op.previous_budget->fetch_add(cur.value_len, std::memory_order_relaxed);
+      }
       drop();
       r.status = old.status();
       return r;
@@ -539,6 +543,13 @@ absl::Status Partition::ApplyOps(std::span<const WriteOp> ops,
   last_write_ = absl::Now();
   auto fail_from = [&](size_t first, const absl::Status& s) {
     for (size_t k = first; k < ops.size(); ++k) {
+      // An op undone (or never run) returns no previous value: give back
+      // what it took from its response's budget.
+      if (ops[k].previous_budget != nullptr && !results[k].previous_value.empty()) {
+        ops[k].previous_budget->fetch_add(
+            static_cast<int64_t>(results[k].previous_value.size()),
+            std::memory_order_relaxed);
+      }
       results[k] = WriteResult{};
       results[k].status = s;
     }
@@ -706,6 +717,7 @@ absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,
           item.value.assign(value.data(), value.size());
         }
         item.version = h.seq;
+        item.address = address;
         out->push_back(std::move(item));
         ++found;
       }

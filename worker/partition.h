@@ -174,6 +174,7 @@ struct ScanItem {
   std::string key;
   std::string value;  // empty with keys_only
   uint64_t version = 0;
+  uint64_t address = 0;  // of its record: a scan continued here starts with it
 };
 
 struct CheckpointStats {

@@ -115,7 +115,7 @@ void Worker::Loop() {
 }
 
 void Worker::RunBatch() {
-  const absl::Time now = absl::Now();
+  absl::Time now = absl::Now();
   writes_.clear();
   ops_.clear();
   read_keys_.clear();
@@ -136,8 +136,12 @@ void Worker::RunBatch() {
     } else if (r->polls) {
       r->Run(*partition_);
       parked_.push_back(r);
+      now = absl::Now();
     } else {
       r->Run(*partition_);
+      // A read can take a while (a Scan reads up to --scan_max_bytes): the
+      // requests after it are checked against the time it finished.
+      now = absl::Now();
     }
   }
   if (writes_.empty()) return;

@@ -25,9 +25,12 @@
 
 namespace segkv::worker {
 
-// Work for a worker. The submitter allocates it; exactly one of Run(),
-// Committed() or Abort() is called on the worker thread, and that call owns
-// the object from then on (it typically finishes an RPC and deletes it).
+// Work for a worker. The submitter allocates it. Once submitted, exactly one
+// of Run(), Committed() or Abort() is called on the worker thread, and that
+// call owns the object from then on (it typically finishes an RPC and
+// deletes it); a polling request (`polls`) gets Run() and then Poll() calls
+// until one returns true, or Abort(). A submitter that cannot submit (a full
+// queue) may Abort() it itself, on its own thread.
 class Request {
  public:
   virtual ~Request() = default;

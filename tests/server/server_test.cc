@@ -555,6 +555,120 @@ TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceededAndNotApplied) {
   }
 }
 
+// The worker checks deadlines against the clock after each read it runs,
+// not only at the start of its batch: a request drained together with a
+// slow read and expired while it ran is not executed.
+TEST_F(ServerTest, ARequestBehindASlowReadIsCheckedWhenItsTurnComes) {
+  auto first = std::make_unique<Blocker>();
+  auto slow = std::make_unique<Blocker>();
+  auto* worker = server_->frontend().worker(server_->frontend().PartitionOf("behind"));
+  ASSERT_TRUE(worker->Submit(first.get()));
+  first->running.WaitForNotification();
+  ASSERT_TRUE(worker->Submit(slow.get()));
+  client::Client impatient(client_->channel(), absl::Milliseconds(50));
+  std::thread put([&] {
+    EXPECT_THAT(impatient.Put("behind", "v"), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  });
+  // Both wait in the queue, so the worker drains them as one batch.
+  while (worker->queue_depth() < 2) std::this_thread::yield();
+  const absl::Time queued_by = absl::Now();
+  first->release.Notify();
+  slow->running.WaitForNotification();
+  // The Put's deadline (receipt + at most 50 ms) passes while `slow` runs.
+  put.join();
+  absl::SleepFor(queued_by + absl::Milliseconds(60) - absl::Now());
+  slow->release.Notify();
+  slow->done.WaitForNotification();
+  auto get = client_->Get("behind");
+  ASSERT_THAT(get, IsOk());
+  EXPECT_FALSE(get->found());
+}
+
+// A value written under larger limits than the server now runs with can be
+// bigger than any response: every call that would carry it fails with a
+// clear INVALID_ARGUMENT (never a response gRPC refuses to send), writes
+// nothing, and Scan stops before it instead of getting stuck.
+TEST_F(ServerTest, AValueNoResponseCanCarryIsAClearErrorAndChangesNothing) {
+  ASSERT_THAT(client_->Put("a-small", "1"), IsOk());
+  auto big = client_->Put("big", std::string(60 << 10, 'x'));
+  ASSERT_THAT(big, IsOk());
+  ASSERT_THAT(client_->Put("c-small", "3"), IsOk());
+  client_.reset();
+  server_->Shutdown(absl::Seconds(5));
+  server_.reset();
+  options_.limits.max_value_size = options_.partition.max_value_size = 4 << 10;
+  options_.max_message_bytes = 16 << 10;
+  StartServer();
+
+  EXPECT_THAT(client_->Get("big"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            HasSubstr("--max_message_bytes")));
+  v1::PutRequest put;
+  put.set_key("big");
+  put.set_value("y");
+  put.set_return_previous(true);
+  EXPECT_THAT(client_->Put(put), StatusIs(absl::StatusCode::kInvalidArgument));
+  v1::DeleteRequest del;
+  del.set_key("big");
+  del.set_return_previous(true);
+  EXPECT_THAT(client_->Delete(del), StatusIs(absl::StatusCode::kInvalidArgument));
+
+  // Nothing was written: a keys-only scan still sees the first version.
+  std::map<std::string, uint64_t> versions;
+  v1::ScanRequest scan;
+  scan.set_keys_only(true);
+  for (int i = 0; i < 100; ++i) {
+    auto page = client_->Scan(scan);
+    ASSERT_THAT(page, IsOk());
+    for (const auto& kv : page->items()) versions[kv.key()] = kv.version();
+    if (page->next_cursor().empty()) break;
+    scan.set_cursor(page->next_cursor());
+  }
+  EXPECT_EQ(versions.size(), 3u);
+  EXPECT_EQ(versions["big"], big->version());
+
+  // With values, a scan returns what comes before the big value and stops
+  // there with a cursor; the next call fails on it, and never skips it.
+  scan.Clear();
+  bool failed = false;
+  std::set<std::string> seen;
+  for (int i = 0; i < 100 && !failed; ++i) {
+    auto page = client_->Scan(scan);
+    if (!page.ok()) {
+      EXPECT_THAT(page, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("keys_only")));
+      failed = true;
+      break;
+    }
+    for (const auto& kv : page->items()) seen.insert(kv.key());
+    ASSERT_FALSE(page->next_cursor().empty()) << "the scan passed the big value";
+    scan.set_cursor(page->next_cursor());
+  }
+  EXPECT_TRUE(failed);
+  EXPECT_EQ(seen.count("big"), 0u);
+
+  // Raising the limit again makes everything readable; the value is intact.
+  client_.reset();
+  server_->Shutdown(absl::Seconds(5));
+  server_.reset();
+  options_.limits.max_value_size = options_.partition.max_value_size = 64 << 10;
+  options_.max_message_bytes = 1 << 20;
+  StartServer();
+  auto get = client_->Get("big");
+  ASSERT_THAT(get, IsOk());
+  EXPECT_EQ(get->value(), std::string(60 << 10, 'x'));
+  EXPECT_EQ(get->version(), big->version());
+}
+
+TEST_F(ServerTest, QueueDepthOutOfRangeIsInvalidArgument) {
+  for (size_t depth : {size_t{0}, (size_t{1} << 24) + 1, (size_t{1} << 63) + 1}) {
+    ServerOptions o = options_;
+    o.data_dir = TempDir();
+    o.queue_depth = depth;
+    EXPECT_THAT(Server::Start(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           HasSubstr("--queue_depth"))) << depth;
+    std::filesystem::remove_all(o.data_dir);
+  }
+}
+
 TEST_F(ServerTest, ConcurrentCompareAndSetLosesNoUpdate) {
   ASSERT_THAT(client_->Put("counter", "0"), IsOk());
   constexpr int kThreads = 8, kIncrements = 50;

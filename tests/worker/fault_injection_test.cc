@@ -1,6 +1,7 @@
 // I/O failures through the file-system seam: a failed write or fsync fails
 // the writes it covers and changes nothing visible; a full disk is
 // RESOURCE_EXHAUSTED; nothing acknowledged is lost.
+#include <atomic>
 #include <cerrno>
 #include <string>
 #include <vector>
@@ -138,6 +139,28 @@ TEST_F(FaultInjectionTest, FailedFsyncFailsEveryOpOfTheBatch) {
   EXPECT_EQ(Value("a"), "0");
   EXPECT_EQ(Value("b"), "<missing>");
   EXPECT_EQ(p_->Stats().keys, 1u);
+}
+
+// Ops undone by a failed commit return no previous value, so what they took
+// from their response's shared budget comes back (else a BatchWrite's ops
+// in other partitions could be refused for a budget nothing uses).
+TEST_F(FaultInjectionTest, AFailedCommitGivesBackThePreviousValueBudget) {
+  ASSERT_THAT(p_->Put("a", std::string(30, 'a')), IsOk());
+  ASSERT_THAT(p_->Put("b", std::string(40, 'b')), IsOk());
+  std::atomic<int64_t> budget{100};
+  std::vector<WriteOp> ops = {WriteOp::Put("a", "1"), WriteOp::Put("b", "2")};
+  for (WriteOp& op : ops) {
+    op.return_previous = true;
+    op.previous_budget = &budget;
+  }
+  std::vector<WriteResult> results;
+  fs_.FailSyncsAfter(0, EIO);
+  EXPECT_THAT(p_->ApplyBatch(ops, &results), StatusIs(absl::StatusCode::kUnavailable));
+  for (const auto& r : results) {
+    EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kUnavailable));
+    EXPECT_TRUE(r.previous_value.empty());
+  }
+  EXPECT_EQ(budget.load(), 100);
 }
 
 // Fails each fsync a seal makes in turn (old segment, new segment file,

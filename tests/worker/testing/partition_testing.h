@@ -36,6 +36,15 @@ MATCHER_P(StatusIs, code,
   return s.code() == code;
 }
 
+// The status code and a matcher of its message.
+MATCHER_P2(StatusIs, code, message,
+           std::string("has status code ") + absl::StatusCodeToString(code)) {
+  const absl::Status& s = StatusOf(arg);
+  *result_listener << "status is " << s;
+  return s.code() == code &&
+         ::testing::ExplainMatchResult(message, std::string(s.message()), result_listener);
+}
+
 MATCHER(IsOk, "is OK") {
   const absl::Status& s = StatusOf(arg);
   *result_listener << "status is " << s;
