@@ -53,14 +53,14 @@ absl::StatusOr<uint32_t> OpenDataDir(worker::FileSystem* fs, const std::string& 
   if (partitions == 0 && new_partitions == 0) {
     return absl::InvalidArgumentError("need at least one partition");
   }
-  const bool existed = fs->Exists(dir);
   if (absl::Status s = fs->CreateDir(dir); !s.ok()) return s;
-  if (!existed) {
-    // Make the new directory's name durable in its parent.
-    const size_t slash = dir.find_last_of('/', dir.find_last_not_of('/'));
-    const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
-    if (absl::Status s = fs->SyncDir(parent); !s.ok()) return s;
-  }
+  // Make the directory's name durable in its parent, and its own entries
+  // (the identity file a killed process may have renamed into place but not
+  // synced): what is built on them must not vanish in a power loss.
+  const size_t slash = dir.find_last_of('/', dir.find_last_not_of('/'));
+  const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+  if (absl::Status s = fs->SyncDir(parent); !s.ok()) return s;
+  if (absl::Status s = fs->SyncDir(dir); !s.ok()) return s;
   if (lock != nullptr) {
     auto l = DataDirLock::Acquire(dir);
     if (!l.ok()) return l.status();

@@ -247,11 +247,13 @@ absl::Status Log::Open(LogRecoveryStats* stats) {
   if (opened_) return absl::FailedPreconditionError("log already opened");
   opened_ = true;
   const std::string& dir = options_.dir;
-  const bool existed = fs_->Exists(dir);
   if (absl::Status s = fs_->CreateDir(dir); !s.ok()) return s;
-  if (!existed) {
-    if (absl::Status s = fs_->SyncDir(ParentOf(dir)); !s.ok()) return s;
-  }
+  // A process killed between a rename (or create) and the fsync of its
+  // directory leaves a name that is visible but not durable. Recovery
+  // builds on what it sees, so it first makes it durable: the directory's
+  // own entry in its parent, and the directory's entries.
+  if (absl::Status s = fs_->SyncDir(ParentOf(dir)); !s.ok()) return s;
+  if (absl::Status s = fs_->SyncDir(dir); !s.ok()) return s;
   auto names = fs_->ListDir(dir);
   if (!names.ok()) return names.status();
   std::map<uint64_t, std::string> files;  // segment files by id
@@ -502,10 +504,13 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, uint64_t from,
   auto file = fs_->OpenWritable(path, /*truncate=*/false);
   if (!file.ok()) return file.status();
   if ((*file)->Size() != limit) {
-    absl::Status s = (*file)->Truncate(limit);
-    if (s.ok()) s = (*file)->Sync();
-    if (!s.ok()) return s;
+    if (absl::Status s = (*file)->Truncate(limit); !s.ok()) return s;
   }
+  // Always: a killed process may have left appended bytes that were never
+  // synced (a commit whose fdatasync it did not live to make, or writes
+  // under `interval`). They are counted as synced from here on, and seals,
+  // checkpoints and compaction rely on that.
+  if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
   active_id_ = id;
   active_base_ = seg_base;
   active_file_ = std::move(*file);

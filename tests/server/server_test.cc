@@ -983,6 +983,53 @@ class CheckpointMeetingFs : public CheckpointHookFs {
   bool met_ = false;
 };
 
+// segkvd killed at each step of creating its data dir (identity file,
+// partition dirs), restarted on what the kill left (no power loss), a write
+// acknowledged, then power lost: the next start must open the data dir and
+// find the write. A start builds on names a killed process renamed but
+// never synced, so it syncs them first.
+TEST_F(ServerTest, EveryKillWhileCreatingTheDataDirThenARestartThenAPowerLoss) {
+  uint64_t count = 0;
+  {
+    worker::MemFileSystem fs;
+    auto started = Server::Start(OnMemFs(&fs, /*workers=*/1));
+    ASSERT_THAT(started, IsOk());
+    count = fs.MutatingOps();
+    (*started)->Shutdown(absl::Seconds(5));
+  }
+  ASSERT_GT(count, 8u);
+  for (uint64_t n = 0; n < count; ++n) {
+    SCOPED_TRACE(absl::StrCat("killed after ", n, " of ", count, " operations"));
+    worker::MemFileSystem fs;
+    const ServerOptions o = OnMemFs(&fs, /*workers=*/1);
+    fs.KillAfterOps(n);
+    {
+      auto started = Server::Start(o);
+      if (started.ok()) (*started)->Shutdown(absl::Seconds(5));
+    }
+    fs.KillAfterOps(-1);
+    {
+      auto started = Server::Start(o);
+      ASSERT_THAT(started, IsOk());
+      client::ClientOptions co;
+      co.endpoint = (*started)->address();
+      client::Client c(co);
+      ASSERT_THAT(c.Put("k", "v"), IsOk());
+      fs.Crash(n, /*keep_unsynced=*/false);
+      (*started)->Shutdown(absl::Seconds(5));
+    }
+    auto started = Server::Start(o);
+    ASSERT_THAT(started, IsOk());
+    client::ClientOptions co;
+    co.endpoint = (*started)->address();
+    client::Client c(co);
+    auto got = c.Get("k");
+    ASSERT_THAT(got, IsOk());
+    EXPECT_EQ(got->value(), "v");
+    (*started)->Shutdown(absl::Seconds(5));
+  }
+}
+
 // At shutdown every partition closes at once: each one's close checkpoint
 // is written while the others' are. (Closed one after another, the first
 // waits out the file system's timeout alone and the test fails.)

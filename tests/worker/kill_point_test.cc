@@ -258,6 +258,136 @@ void RunEveryKillPoint(bool automatic) {
   EXPECT_GT(runs, 400);
 }
 
+// A process killed mid-write can leave what it appended, renamed or created
+// visible but not durable (the kernel still has it; the machine did not
+// crash). The next process builds on what it sees, so before that it must
+// make it durable: the tests below restart on the live file system, work,
+// and only then lose power.
+
+// Puts 300-byte values of `key` until less than 400 bytes of segment 0 are
+// left (SmallOptions: 8 KiB segments). Returns the last value.
+std::string FillFirstSegment(Partition& p, const std::string& key) {
+  std::string last;
+  for (int i = 0; p.Stats().tail_address < (8 << 10) - 400; ++i) {
+    last = absl::StrCat("acked", i);
+    last.resize(300, 'v');
+    EXPECT_THAT(p.Put(key, last), IsOk());
+  }
+  return last;
+}
+
+std::string ValueOf(Partition& p, const std::string& key) {
+  ReadResult r;
+  EXPECT_THAT(p.Get(key, &r), IsOk());
+  return r.found ? r.value : kMissing;
+}
+
+// Killed before the fdatasync of a write; restarted; compaction drops the
+// segment that held the key's acknowledged value, leaving only the
+// unsynced record; power loss. The key must still be there.
+TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeCompactionDropsOlderCopies) {
+  MemFileSystem fs;
+  const PartitionOptions o = SmallOptions(&fs);
+  std::string acked;
+  {
+    auto p = Partition::Open(o);
+    ASSERT_THAT(p, IsOk());
+    acked = FillFirstSegment(**p, "k");
+    ASSERT_THAT((*p)->Put("j", std::string(512, 'j')), IsOk());  // seals segment 0
+    ASSERT_EQ((*p)->Segments().size(), 2u);
+    fs.KillAfterOps(1);  // the append lands; its fdatasync never happens
+    EXPECT_FALSE((*p)->Put("k", "unacked").ok());
+  }
+  fs.KillAfterOps(-1);
+  {
+    auto p = Partition::Open(o);
+    ASSERT_THAT(p, IsOk());
+    EXPECT_EQ(ValueOf(**p, "k"), "unacked");
+    ASSERT_THAT((*p)->Compact(0.0), IsOk());  // segment 0 holds nothing live
+    ASSERT_EQ((*p)->Segments().front().id, 1u);
+    fs.Crash(7, /*keep_unsynced=*/false);
+  }
+  auto p = Partition::Open(o);
+  ASSERT_THAT(p, IsOk());
+  const std::string k = ValueOf(**p, "k");
+  EXPECT_TRUE(k == acked || k == "unacked") << "k holds \"" << k.substr(0, 20) << "\"";
+  EXPECT_EQ(ValueOf(**p, "j"), std::string(512, 'j'));
+}
+
+// Killed before the fdatasync of a write; restarted; the next write seals
+// the segment (recording its length in the MANIFEST); power loss. The
+// sealed segment must still have the length the MANIFEST says.
+TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeASealRecordsIt) {
+  MemFileSystem fs;
+  const PartitionOptions o = SmallOptions(&fs);
+  std::string acked;
+  {
+    auto p = Partition::Open(o);
+    ASSERT_THAT(p, IsOk());
+    acked = FillFirstSegment(**p, "k");
+    fs.KillAfterOps(1);
+    EXPECT_FALSE((*p)->Put("k", "unacked").ok());
+  }
+  fs.KillAfterOps(-1);
+  {
+    auto p = Partition::Open(o);
+    ASSERT_THAT(p, IsOk());
+    ASSERT_THAT((*p)->Put("j", std::string(512, 'j')), IsOk());  // seals segment 0
+    ASSERT_EQ((*p)->Segments().size(), 2u);
+    fs.Crash(8, /*keep_unsynced=*/false);
+  }
+  auto p = Partition::Open(o);
+  ASSERT_THAT(p, IsOk());
+  const std::string k = ValueOf(**p, "k");
+  EXPECT_TRUE(k == acked || k == "unacked") << "k holds \"" << k.substr(0, 20) << "\"";
+  EXPECT_EQ(ValueOf(**p, "j"), std::string(512, 'j'));
+}
+
+// Killed after each step of a seal (old segment synced, new segment
+// created, MANIFEST written and renamed, directory synced); restarted on
+// what the kill left; an acknowledged write; power loss. Nothing
+// acknowledged may be lost, and the partition must open.
+TEST(KillPointTest, EveryKillInASealThenARestartThenAPowerLoss) {
+  uint64_t count = 0;
+  {
+    MemFileSystem fs;
+    auto p = Partition::Open(SmallOptions(&fs));
+    ASSERT_THAT(p, IsOk());
+    FillFirstSegment(**p, "k");
+    const uint64_t before = fs.MutatingOps();
+    ASSERT_THAT((*p)->Put("seal", std::string(512, 's')), IsOk());
+    ASSERT_EQ((*p)->Segments().size(), 2u);
+    count = fs.MutatingOps() - before;
+  }
+  ASSERT_GE(count, 8u);
+  for (uint64_t n = 0; n < count; ++n) {
+    SCOPED_TRACE(absl::StrCat("killed after ", n, " of the seal's ", count, " operations"));
+    MemFileSystem fs;
+    const PartitionOptions o = SmallOptions(&fs);
+    std::string acked;
+    {
+      auto p = Partition::Open(o);
+      ASSERT_THAT(p, IsOk());
+      acked = FillFirstSegment(**p, "k");
+      fs.KillAfterOps(n);
+      EXPECT_FALSE((*p)->Put("seal", std::string(512, 's')).ok());
+    }
+    fs.KillAfterOps(-1);
+    {
+      auto p = Partition::Open(o);
+      ASSERT_THAT(p, IsOk());
+      ASSERT_THAT((*p)->Put("j", "x"), IsOk());
+      fs.Crash(n, /*keep_unsynced=*/false);
+    }
+    auto p = Partition::Open(o);
+    ASSERT_THAT(p, IsOk());
+    EXPECT_EQ(ValueOf(**p, "k"), acked);
+    EXPECT_EQ(ValueOf(**p, "j"), "x");
+    const std::string seal = ValueOf(**p, "seal");
+    EXPECT_TRUE(seal == kMissing || seal == std::string(512, 's'));
+  }
+}
+
 TEST(KillPointTest, EveryKillPointRecoversAcknowledgedWrites) {
   RunEveryKillPoint(/*automatic=*/false);
 }
