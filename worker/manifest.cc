@@ -36,7 +36,9 @@ std::string EncodeManifest(const Manifest& m) {
     PutFixed64(&out, s.id);
     PutFixed32(&out, s.sealed ? kFlagSealed : 0);
     PutFixed32(&out, 0);  // reserved
-    PutFixed64(&out, s.end_offset);
+    // The active segment's length is found by scanning it; the MANIFEST
+    // says 0 (Log::Segments() reports its bytes so far, for status).
+    PutFixed64(&out, s.sealed ? s.end_offset : 0);
     PutFixed64(&out, static_cast<uint64_t>(s.created_ms));
     PutFixed64(&out, static_cast<uint64_t>(s.sealed_ms));
   }

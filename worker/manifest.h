@@ -18,7 +18,8 @@ struct SegmentInfo {
   uint64_t id = 0;
   bool sealed = false;
   // Sealed: offset just past the segment's last record (its file size).
-  // Active: 0 (the file's length is found by scanning).
+  // Active: 0 in the MANIFEST (the file's length is found by scanning);
+  // Log::Segments() reports the bytes written so far.
   uint64_t end_offset = 0;
   int64_t created_ms = 0;  // Unix milliseconds
   int64_t sealed_ms = 0;   // Unix milliseconds, 0 while active

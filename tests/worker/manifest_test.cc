@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/testing/partition_testing.h"
+#include "worker/coding.h"
 #include "worker/crc32c.h"
 
 namespace segkv::worker {
@@ -61,6 +62,19 @@ TEST(ManifestTest, RoundTripSeveralSegments) {
   absl::StatusOr<Manifest> decoded = Decode(data);
   ASSERT_THAT(decoded, IsOk());
   EXPECT_EQ(*decoded, m);
+}
+
+// docs/format/manifest.md: the active segment's end offset is written as 0
+// (Log::Segments() fills in its length so far; the file is what counts).
+TEST(ManifestTest, TheActiveSegmentsEndOffsetIsWrittenAsZero) {
+  Manifest m = Example();
+  m.segments.back().end_offset = 4242;
+  const std::string data = EncodeManifest(m);
+  EXPECT_EQ(DecodeFixed64(data.data() + kHeaderSize + 3 * kEntrySize + 16), 0u);
+  absl::StatusOr<Manifest> decoded = Decode(data);
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_EQ(decoded->segments.back().end_offset, 0u);
+  EXPECT_EQ(decoded->segments[0].end_offset, 65000u);
 }
 
 TEST(ManifestTest, RoundTripSingleActiveSegment) {
