@@ -310,6 +310,12 @@ absl::Status Log::Open(LogRecoveryStats* stats) {
   }
   if (absl::Status s = CheckSegmentSize(); !s.ok()) return s;
   checkpoints_ = manifest->checkpoints;
+  for (const CheckpointInfo& c : checkpoints_) {
+    max_checkpoint_id_ = std::max(max_checkpoint_id_, c.id);
+  }
+  for (const auto& [id, name] : checkpoint_files) {
+    max_checkpoint_id_ = std::max(max_checkpoint_id_, id);
+  }
   version_floor_ = manifest->version_floor;
 
   const uint64_t last_id = manifest->segments.back().id;
@@ -698,6 +704,7 @@ absl::Status Log::RecordAt(uint64_t address, RecordHeader* header,
 }
 
 absl::Status Log::AddCheckpoint(const CheckpointInfo& info, size_t keep) {
+  max_checkpoint_id_ = std::max(max_checkpoint_id_, info.id);
   std::vector<CheckpointInfo> list = checkpoints_;
   list.push_back(info);
   std::vector<CheckpointInfo> dropped;
@@ -707,14 +714,31 @@ absl::Status Log::AddCheckpoint(const CheckpointInfo& info, size_t keep) {
   }
   if (absl::Status s = WriteManifest(Segments(), list); !s.ok()) return s;
   checkpoints_ = std::move(list);
+  // The checkpoint is listed, durably: it is taken. What follows is
+  // cleanup, and a file it leaves (or that a crash brings back) is not
+  // listed, so the next Open() removes it: a failure is only logged.
   for (const CheckpointInfo& c : dropped) {
-    absl::Status s = RemoveUnlisted(JoinPath(options_.dir, CheckpointFileName(c.id)));
-    if (!s.ok()) return s;
+    const std::string path = JoinPath(options_.dir, CheckpointFileName(c.id));
+    if (absl::Status s = RemoveUnlisted(path); !s.ok()) {
+      LOG(WARNING) << "removing " << path << " (no longer in the MANIFEST): " << s;
+    }
   }
-  // An unlisted file that survives a crash is removed by the next Open().
   // (A removal in the background has no unlink to sync yet.)
-  return dropped.empty() || remover_ != nullptr ? absl::OkStatus()
-                                                : fs_->SyncDir(options_.dir);
+  if (!dropped.empty() && remover_ == nullptr) {
+    if (absl::Status s = fs_->SyncDir(options_.dir); !s.ok()) {
+      LOG(WARNING) << "syncing " << options_.dir << " after removing checkpoints: " << s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Log::RemoveUnlistedCheckpoint(uint64_t id) {
+  for (const CheckpointInfo& c : checkpoints_) {
+    if (c.id == id) {
+      return absl::FailedPreconditionError(absl::StrCat("checkpoint ", id, " is listed"));
+    }
+  }
+  return RemoveUnlisted(JoinPath(options_.dir, CheckpointFileName(id)));
 }
 
 absl::Status Log::DropCheckpoint(uint64_t id) {
@@ -725,9 +749,12 @@ absl::Status Log::DropCheckpoint(uint64_t id) {
   if (list.size() == checkpoints_.size()) return absl::OkStatus();
   if (absl::Status s = WriteManifest(Segments(), list); !s.ok()) return s;
   checkpoints_ = std::move(list);
-  absl::Status s = RemoveUnlisted(JoinPath(options_.dir, CheckpointFileName(id)));
-  if (!s.ok()) return s;
-  return remover_ != nullptr ? absl::OkStatus() : fs_->SyncDir(options_.dir);
+  // Dropped from the MANIFEST: done. The file is cleanup (see AddCheckpoint).
+  const std::string path = JoinPath(options_.dir, CheckpointFileName(id));
+  absl::Status s = RemoveUnlisted(path);
+  if (s.ok() && remover_ == nullptr) s = fs_->SyncDir(options_.dir);
+  if (!s.ok()) LOG(WARNING) << "removing " << path << " (no longer in the MANIFEST): " << s;
+  return absl::OkStatus();
 }
 
 absl::Status Log::RemoveSegment(uint64_t id) { return RemoveSegments({id}); }

@@ -144,15 +144,25 @@ class Log {
 
   // Checkpoints listed in the manifest, oldest first.
   const std::vector<CheckpointInfo>& checkpoints() const { return checkpoints_; }
+  // The id for the next checkpoint: above every id listed, dropped or
+  // found on disk since Open(), so a file still queued for removal (in the
+  // background) never has the name of a new checkpoint.
+  uint64_t NextCheckpointId() const { return max_checkpoint_id_ + 1; }
   // The MANIFEST's version floor: every version handed out before the
   // last RemoveSegments() is below it (0: none).
   uint64_t version_floor() const { return version_floor_; }
   // Records a written, durable checkpoint in the manifest, keeping only
   // the newest `keep` (>= 1) listed; then removes the files of those
-  // dropped and syncs the directory.
+  // dropped and syncs the directory. An error means the checkpoint is not
+  // listed (the MANIFEST write failed); failures of the cleanup after it
+  // are logged (the next Open() removes unlisted files).
   absl::Status AddCheckpoint(const CheckpointInfo& info, size_t keep);
+  // Removes the file of checkpoint `id`, which must not be listed (one that
+  // was written but could not be recorded). NotFound counts as removed.
+  absl::Status RemoveUnlistedCheckpoint(uint64_t id);
   // Removes checkpoint `id` from the manifest and deletes its file (one
-  // that failed to load: it would only be tried again).
+  // that failed to load: it would only be tried again). An error means it
+  // is still listed; a failure to delete the file is logged.
   absl::Status DropCheckpoint(uint64_t id);
   // Deletes sealed segments (not the active one): first one manifest
   // write stops listing them, then the files are unlinked (a failure is
@@ -281,6 +291,7 @@ class Log {
   uint64_t active_base_ = 0;  // address of the active segment's byte 0
   std::unique_ptr<WritableFile> active_file_;
   std::vector<CheckpointInfo> checkpoints_;
+  uint64_t max_checkpoint_id_ = 0;
   uint64_t version_floor_ = 0;
   bool opened_ = false;
   bool fresh_ = false;  // Open() created the log

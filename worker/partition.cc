@@ -919,7 +919,7 @@ void Partition::AdvanceCheckpoint(bool wait) {
     CheckpointHeader h;
     h.partition = options_.partition_id;
     h.segment_size = log_->segment_size();
-    h.id = log_->checkpoints().empty() ? 1 : log_->checkpoints().back().id + 1;
+    h.id = log_->NextCheckpointId();
     h.covered_address = log_->tail();
     h.next_version = next_version_;
     h.created_ms = absl::ToUnixMillis(absl::Now());
@@ -950,6 +950,16 @@ void Partition::AdvanceCheckpoint(bool wait) {
     absl::Status s = job->status;
     // Recorded in the manifest only once the file is durable.
     if (s.ok()) s = log_->AddCheckpoint(job->info, options_.checkpoints_to_keep);
+    // Not recorded: the file (if its rename happened) is of no use, and the
+    // retry would need room for a second copy on a disk that may be full.
+    // After a failed MANIFEST rename (the log has failed) the MANIFEST on
+    // disk may list it: leave it for the next Open() to decide.
+    if (!s.ok() && log_->failure().ok()) {
+      if (absl::Status r = log_->RemoveUnlistedCheckpoint(job->info.id); !r.ok()) {
+        LOG(WARNING) << "partition " << options_.partition_id
+                     << ": removing unrecorded checkpoint " << job->info.id << ": " << r;
+      }
+    }
     FinishCheckpoint(s);
   }
 }

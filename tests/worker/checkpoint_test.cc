@@ -8,6 +8,7 @@
 #include "worker/checkpoint.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <cstddef>
 #include <map>
@@ -1158,6 +1159,59 @@ TEST_F(CheckpointRecoveryTest, CheckpointAtTheEndOfAFullSegmentIsUsed) {
   ASSERT_TRUE(s.recovered.checkpoint_id.has_value());
   EXPECT_EQ(s.recovered.start_address, end);
   EXPECT_EQ(s.recovery.records, 1u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+// Once the MANIFEST lists a checkpoint it is taken: a failure in the
+// cleanup after it (removing the file it replaced, syncing the directory)
+// does not make Checkpoint() report it failed while recovery would use it.
+TEST_F(CheckpointRecoveryTest, ACheckpointListedBeforeItsCleanupFailedIsTaken) {
+  o_.checkpoints_to_keep = 1;
+  Reopen();
+  ASSERT_NO_FATAL_FAILURE(Write(60, 30));
+  ASSERT_THAT(TakeCheckpoint(), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Write(20, 30));
+  const uint64_t before = fs_.SyncCount();
+  ASSERT_THAT(TakeCheckpoint(), IsOk());  // drops the first
+  const uint64_t syncs = fs_.SyncCount() - before;
+  ASSERT_GE(syncs, 3u);
+  ASSERT_NO_FATAL_FAILURE(Write(20, 30));
+  fs_.FailSyncsAfter(syncs - 1, EIO);  // the directory sync after the removal
+  auto third = TakeCheckpoint();
+  ASSERT_THAT(third, IsOk());
+  const PartitionStats st = p_->Stats();
+  ASSERT_TRUE(st.checkpoints.last.has_value());
+  EXPECT_EQ(st.checkpoints.last->id, third->id);
+  EXPECT_EQ(st.checkpoints.failed, 0u);
+  fs_.FailSyncsAfter(-1, 0);
+  Reopen();
+  EXPECT_EQ(p_->Stats().recovered.checkpoint_id, third->id);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
+// A checkpoint whose MANIFEST entry could not be written leaves no file
+// behind (a retry on a full disk would need room for two), and the retry
+// gets a new id.
+TEST_F(CheckpointRecoveryTest, ACheckpointThatCouldNotBeRecordedLeavesNoFile) {
+  ASSERT_NO_FATAL_FAILURE(Write(60, 30));
+  const uint64_t before = fs_.SyncCount();
+  auto first = TakeCheckpoint();  // keeps both: drops nothing
+  ASSERT_THAT(first, IsOk());
+  const uint64_t syncs = fs_.SyncCount() - before;  // ..., MANIFEST tmp, directory
+  ASSERT_GE(syncs, 3u);
+  ASSERT_NO_FATAL_FAILURE(Write(20, 30));
+  fs_.FailSyncsAfter(syncs - 2, EIO);  // the MANIFEST tmp: before its rename
+  EXPECT_FALSE(p_->Checkpoint().ok());
+  EXPECT_THAT(CheckpointFiles(&fs_), ElementsAre(CheckpointFileName(first->id)));
+  fs_.FailSyncsAfter(-1, 0);
+  auto retry = TakeCheckpoint();
+  ASSERT_THAT(retry, IsOk());
+  EXPECT_GT(retry->id, first->id + 1) << "the failed attempt's id was reused";
+  EXPECT_THAT(CheckpointFiles(&fs_),
+              UnorderedElementsAre(CheckpointFileName(first->id),
+                                   CheckpointFileName(retry->id)));
+  Reopen();
+  EXPECT_EQ(p_->Stats().recovered.checkpoint_id, retry->id);
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
