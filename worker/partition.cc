@@ -153,8 +153,22 @@ absl::Status Partition::Recover() {
   log_ = std::make_unique<Log>(lo);
   if (absl::Status s = log_->Open(&recovery_); !s.ok()) return s;
 
-  // The newest checkpoint that loads whole; else the next older; else none.
+  // A checkpoint is written only after the log below its covered address
+  // was synced. A log that no longer reaches that far lost synced records,
+  // which no older checkpoint or full replay would bring back: DATA_LOSS,
+  // not a silent fallback. (The newest covers the most.)
   const std::vector<CheckpointInfo> checkpoints = log_->checkpoints();
+  if (!checkpoints.empty()) {
+    if (absl::Status s = log_->CheckReplayStart(checkpoints.back().covered_address);
+        !s.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint ", checkpoints.back().id, " covers the log up to address ",
+          checkpoints.back().covered_address,
+          ", which was synced before it was written, but the log is shorter: ",
+          s.message()));
+    }
+  }
+  // The newest checkpoint that loads whole; else the next older; else none.
   uint64_t replay_from = 0;
   for (auto it = checkpoints.rbegin(); it != checkpoints.rend(); ++it) {
     const absl::Time t0 = absl::Now();

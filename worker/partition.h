@@ -156,7 +156,10 @@ struct WriteResult {
   // OK; INVALID_ARGUMENT (empty or oversized key/value); FAILED_PRECONDITION
   // (expected_version did not match: previous_version has the current one);
   // or the I/O error that failed the commit (RESOURCE_EXHAUSTED for a full
-  // disk, UNAVAILABLE otherwise). A failed op changed nothing.
+  // disk, UNAVAILABLE otherwise). A failed op changed nothing this process
+  // will show; but after a failed fdatasync its record may still have
+  // reached the disk, so after a restart it may be there (its outcome is
+  // unknown, as for any write whose answer was an I/O error).
   absl::Status status;
   uint64_t version = 0;  // the new record's version; 0 if none was written
   bool existed = false;  // the key existed before the op

@@ -1215,6 +1215,28 @@ TEST_F(CheckpointRecoveryTest, ACheckpointThatCouldNotBeRecordedLeavesNoFile) {
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
+// The log below a checkpoint's covered address was synced before the
+// checkpoint was written. A log that ends short of it lost synced records:
+// the partition must not open by falling back to an older checkpoint or a
+// full replay as if nothing had happened.
+TEST_F(CheckpointRecoveryTest, ALogShorterThanACheckpointCoversIsDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(Write(40, 20));
+  auto info = TakeCheckpoint();
+  ASSERT_THAT(info, IsOk());
+  ASSERT_THAT(p_->Close(), IsOk());
+  p_.reset();
+  const uint64_t id = info->covered_address / o_.segment_size;
+  const uint64_t offset = info->covered_address - id * o_.segment_size;
+  ASSERT_GT(offset, 200u);
+  const std::string path = testing::SegmentPath(id);
+  const std::string data = fs_.Contents(path);
+  ASSERT_GE(data.size(), offset);
+  ASSERT_TRUE(fs_.OverwriteFile(path, data.substr(0, offset - 10)));
+  EXPECT_THAT(Partition::Open(o_),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr(absl::StrCat("checkpoint ", info->id))));
+}
+
 TEST_F(CheckpointRecoveryTest, FailedCheckpointAtCloseStillClosesAndLosesNothing) {
   o_.checkpoint_on_close = true;
   ASSERT_NO_FATAL_FAILURE(Reopen());
