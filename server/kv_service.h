@@ -93,7 +93,9 @@ class ArenaMessageAllocator final : public grpc::MessageAllocator<Req, Resp> {
       google::protobuf::ArenaOptions o;
       o.initial_block = block;
       o.initial_block_size = kFirstBlock;
-      o.start_block_size = kFirstBlock;
+      // Blocks after the first double in size up to this. (A worker that
+      // allocates into a response, e.g. BatchGet's values, gets its own
+      // small block: start_block_size stays at protobuf's default.)
       o.max_block_size = 1 << 20;
       return o;
     }
