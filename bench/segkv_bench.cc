@@ -36,6 +36,7 @@
 
 #include "absl/flags/flag.h"
 #include "client/flag_check.h"
+#include "util/deadline.h"
 #include "absl/flags/parse.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/flags/reflection.h"
@@ -211,9 +212,11 @@ absl::StatusOr<Config> ConfigFromFlags() {
     return absl::InvalidArgumentError(
         "--inflight, --channels, --threads and --batch must be >= 1");
   }
-  if (c.duration <= absl::ZeroDuration() || c.warmup < absl::ZeroDuration()) {
+  // Bounded: the run's clock points are steady_clock nanoseconds.
+  if (c.duration <= absl::ZeroDuration() || c.warmup < absl::ZeroDuration() ||
+      c.duration > absl::Hours(24 * 365) || c.warmup > absl::Hours(24 * 365)) {
     return absl::InvalidArgumentError(
-        "--duration must be > 0 and --warmup >= 0");
+        "--duration must be > 0 and --warmup >= 0, both at most a year");
   }
   if (c.target == Target::kEtcd) {
     for (const auto& [op, weight] : c.mix) {
@@ -624,8 +627,7 @@ class Connections {
 
   // Waits until every channel is connected.
   absl::Status Connect(absl::Duration timeout) {
-    auto deadline =
-        std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout);
+    auto deadline = DeadlineAfter(timeout);
     for (const auto& ch : channels_) {
       if (!ch->WaitForConnected(deadline)) {
         return absl::UnavailableError("cannot connect");

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "util/deadline.h"
+
 namespace segkv::client {
 
 absl::Status FromGrpc(const grpc::Status& s) {
@@ -40,8 +42,7 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
       timeout_(timeout) {}
 
 void Client::Prepare(grpc::ClientContext* ctx) const {
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    absl::ToChronoMilliseconds(timeout_));
+  ctx->set_deadline(DeadlineAfter(timeout_));
 }
 
 #define SEGKV_CALL(Resp, stub, Method, req)          \

@@ -98,8 +98,14 @@ int main(int argc, char** argv) {
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   o.lame_duck = absl::GetFlag(FLAGS_lame_duck);
-  if (o.lame_duck < absl::ZeroDuration()) {
-    std::fprintf(stderr, "segkvd: --lame_duck must be >= 0\n");
+  const absl::Duration shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (o.lame_duck < absl::ZeroDuration() || o.lame_duck > absl::Hours(24) ||
+      shutdown_grace < absl::ZeroDuration() || shutdown_grace > absl::Hours(24)) {
+    std::fprintf(stderr, "segkvd: --lame_duck and --shutdown_grace must be between 0 and 24h\n");
+    return 2;
+  }
+  if (o.keepalive_time < absl::Seconds(1) || o.keepalive_time > absl::Hours(480)) {
+    std::fprintf(stderr, "segkvd: --keepalive_time must be between 1s and 480h\n");
     return 2;
   }
 
@@ -124,5 +130,10 @@ int main(int argc, char** argv) {
     std::_Exit(1);
   }).detach();
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
+  if (absl::Status s = (*server)->close_status(); !s.ok()) {
+    // Writes acknowledged under interval/none may not be durable.
+    LOG(ERROR) << "segkvd stopped, but a partition did not close cleanly: " << s;
+    return 1;
+  }
   return 0;
 }

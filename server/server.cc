@@ -9,13 +9,32 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/cpus.h"
 #include "server/data_dir.h"
+#include "util/deadline.h"
 
 namespace segkv::server {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   std::unique_ptr<Server> s(new Server());
   s->options_ = options;
-  if (options.workers < 0) return absl::InvalidArgumentError("--workers must be >= 0");
+  if (options.workers < 0 || options.workers > 1024) {
+    return absl::InvalidArgumentError("--workers must be between 0 and 1024");
+  }
+  // gRPC takes these as int milliseconds; 0, negative or infinite ones
+  // would wrap to a ping every millisecond.
+  const absl::Duration kMaxKeepalive = absl::Hours(24 * 20);
+  if (options.keepalive_time < absl::Seconds(1) || options.keepalive_time > kMaxKeepalive ||
+      options.keepalive_timeout < absl::Seconds(1) ||
+      options.keepalive_timeout > kMaxKeepalive) {
+    return absl::InvalidArgumentError(
+        "keepalive time and timeout must be between 1s and 480h");
+  }
+  if (options.lame_duck < absl::ZeroDuration() || options.lame_duck > absl::Hours(24)) {
+    return absl::InvalidArgumentError("--lame_duck must be between 0 and 24h");
+  }
+  // Before the data dir is touched: a new one records its partition count.
+  if (absl::Status s = worker::ValidatePartitionOptions(options.partition); !s.ok()) {
+    return s;
+  }
   // Each slot is 16 bytes, allocated up front (rounded up to a power of two).
   constexpr size_t kMaxQueueDepth = size_t{1} << 24;
   if (options.queue_depth == 0 || options.queue_depth > kMaxQueueDepth) {
@@ -148,13 +167,20 @@ void Server::Shutdown(absl::Duration grace) {
   frontend_->StopAccepting();
   // Waits for in-flight RPCs; the workers are still running and finish
   // them. After `grace` the remaining ones are cancelled.
-  grpc_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+  grpc_->Shutdown(DeadlineAfter(grace));
   grpc_->Wait();
   if (options_.on_grpc_stopped) options_.on_grpc_stopped();
   // Every worker drains, syncs and closes (a checkpoint each, by default)
   // at once; no request is left to pass between them.
   for (auto& w : workers_) w->RequestStop();
-  for (auto& w : workers_) w->Stop();
+  for (auto& w : workers_) {
+    w->Stop();
+    if (!w->close_status().ok() && close_status_.ok()) {
+      close_status_ = absl::Status(w->close_status().code(),
+                                   absl::StrCat("partition ", w->id(), ": ",
+                                                w->close_status().message()));
+    }
+  }
   lock_.reset();  // every partition is closed: another server may open it
   LOG(INFO) << "segkvd stopped";
 }

@@ -64,6 +64,9 @@ class Server {
   // UNAVAILABLE, in-flight ones finish (cancelled after `grace`), every
   // queue is drained and every partition synced and closed. Idempotent.
   void Shutdown(absl::Duration grace);
+  // After Shutdown(): OK if every partition closed cleanly (synced);
+  // otherwise the first partition's error (every one is logged).
+  absl::Status close_status() const { return close_status_; }
   // Ends a lame-duck wait in progress (or the next one) at once. Any
   // thread, any number of times.
   void EndLameDuck() {
@@ -89,6 +92,7 @@ class Server {
   std::unique_ptr<grpc::Server> grpc_;
   int port_ = 0;
   bool stopped_ = true;  // until Start() succeeds
+  absl::Status close_status_;
   absl::Notification lame_duck_over_;
   std::once_flag end_lame_duck_once_;
 };

@@ -147,16 +147,20 @@ absl::Status Log::Fail(absl::Status s) {
   return failure_;
 }
 
-absl::Status Log::CheckSegmentSize() const {
-  if (segment_size_ < format::kSegmentHeaderSize +
-                          RecordSize(format::kMaxKeySize, options_.max_value_size) ||
-      segment_size_ > (uint64_t{1} << 40)) {
+absl::Status CheckSegmentSize(uint64_t segment_size, uint64_t max_value_size) {
+  if (segment_size < format::kSegmentHeaderSize +
+                         RecordSize(format::kMaxKeySize, max_value_size) ||
+      segment_size > (uint64_t{1} << 40)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "segment size ", segment_size_, " must be at most 1 TiB and hold a "
+        "segment size ", segment_size, " must be at most 1 TiB and hold a "
         "record with a ", format::kMaxKeySize, "-byte key and a ",
-        options_.max_value_size, "-byte value"));
+        max_value_size, "-byte value"));
   }
   return absl::OkStatus();
+}
+
+absl::Status Log::CheckSegmentSize() const {
+  return segkv::worker::CheckSegmentSize(segment_size_, options_.max_value_size);
 }
 
 absl::StatusOr<std::unique_ptr<WritableFile>> Log::CreateSegmentFile(

@@ -100,6 +100,10 @@ struct LogRecoveryStats {
   uint64_t removed_files = 0;    // orphaned segment/checkpoint files, tmp files
 };
 
+// INVALID_ARGUMENT unless a segment of `segment_size` bytes is at most
+// 1 TiB and holds a record of the largest key and a `max_value_size` value.
+absl::Status CheckSegmentSize(uint64_t segment_size, uint64_t max_value_size);
+
 class Log {
  public:
   // A valid record met during recovery. `record` is the whole record

@@ -112,8 +112,11 @@ Partition::~Partition() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
-    const PartitionOptions& options) {
+absl::Status ValidatePartitionOptions(const PartitionOptions& options) {
+  if (absl::Status s = CheckSegmentSize(options.segment_size, options.max_value_size);
+      !s.ok()) {
+    return s;
+  }
   if (options.max_value_size > format::kMaxValueSizeLimit) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max value size ", options.max_value_size, " exceeds the format's ",
@@ -134,6 +137,12 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
         "compaction min step > 0, space limit 0 or > 1, compaction min age in [0, 1000] "
         "segments, quiet period and checkpoint interval >= 0");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Partition>> Partition::Open(
+    const PartitionOptions& options) {
+  if (absl::Status s = ValidatePartitionOptions(options); !s.ok()) return s;
   std::unique_ptr<Partition> p(new Partition(options));
   if (absl::Status s = p->Recover(); !s.ok()) return s;
   return p;

@@ -48,6 +48,7 @@ namespace segkv::worker {
 
 enum class Durability { kAlways, kInterval, kNone };
 absl::StatusOr<Durability> ParseDurability(absl::string_view name);
+
 absl::string_view DurabilityName(Durability d);
 
 struct PartitionOptions {
@@ -120,6 +121,11 @@ struct PartitionOptions {
   // (a checkpoint buffer ready or a checkpoint file written). May be empty.
   std::function<void()> wake;
 };
+
+// INVALID_ARGUMENT naming the bad options, if any (Partition::Open checks
+// this first; the segment size is checked when a new log is created, as an
+// existing one keeps its own).
+absl::Status ValidatePartitionOptions(const PartitionOptions& options);
 
 struct WriteOp {
   enum class Type : uint8_t { kPut, kDelete };

@@ -109,8 +109,9 @@ void Worker::Loop() {
   }
   for (Request* p : parked_) p->Abort(absl::UnavailableError("worker is stopping"));
   parked_.clear();
-  if (absl::Status s = partition_->Close(); !s.ok()) {
-    LOG(ERROR) << "closing partition " << id() << ": " << s;
+  close_status_ = partition_->Close();
+  if (!close_status_.ok()) {
+    LOG(ERROR) << "closing partition " << id() << ": " << close_status_;
   }
 }
 

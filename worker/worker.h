@@ -89,6 +89,10 @@ class Worker {
 
   size_t queue_depth() const { return queue_.ApproxSize(); }
   uint32_t id() const { return options_.partition.partition_id; }
+  // After Stop(): how closing the partition went (its final sync, the
+  // checkpoint at close). Not OK means writes acknowledged under
+  // `interval` or `none` may not be durable.
+  const absl::Status& close_status() const { return close_status_; }
 
  private:
   void Loop();
@@ -107,6 +111,7 @@ class Worker {
   std::vector<WriteResult> results_;
   std::vector<absl::string_view> read_keys_;
   std::vector<Request*> parked_;  // polling requests
+  absl::Status close_status_;      // written by the thread before it ends
 };
 
 }  // namespace segkv::worker

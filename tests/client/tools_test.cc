@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -385,6 +386,14 @@ TEST_F(ToolsTest, SegkvctlCompact) {
   }
 }
 
+// An infinite (or huge) timeout means no deadline, not one in the past.
+TEST_F(ToolsTest, SegkvctlInfiniteTimeoutIsNoDeadline) {
+  for (const char* timeout : {"inf", "1000000000h"}) {
+    Result r = Ctl(absl::StrCat("--timeout=", timeout, " status"));
+    EXPECT_EQ(r.exit_code, 0) << timeout << ": " << r.out;
+  }
+}
+
 TEST_F(ToolsTest, SegkvctlErrorsAndUsage) {
   Result empty_key = Ctl("put '' v");
   EXPECT_EQ(empty_key.exit_code, 1);
@@ -421,6 +430,14 @@ TEST(NoopServerTest, ServesSegkvBenchAndStopsOnSigterm) {
     std::_Exit(127);
   }
   ::close(out[1]);
+  // A failed assertion below must not leave the server running.
+  bool reaped = false;
+  absl::Cleanup reap = [&] {
+    if (!reaped) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  };
   FILE* f = ::fdopen(out[0], "r");
   char line[256] = {0};
   ASSERT_NE(std::fgets(line, sizeof(line), f), nullptr);
@@ -444,6 +461,7 @@ TEST(NoopServerTest, ServesSegkvBenchAndStopsOnSigterm) {
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
+  reaped = true;
   EXPECT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }

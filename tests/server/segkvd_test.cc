@@ -143,6 +143,29 @@ int LoadKillRestartCheck(int sig) {
   return status;
 }
 
+// Durations that would overflow a deadline or a gRPC int are refused with
+// exit code 2 (usage), before anything is started or written.
+TEST(SegkvdTest, DurationFlagsOutOfRangeExitTwo) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = std::string(tmp != nullptr ? tmp : "/tmp") + "/segkvd-flags";
+  for (const char* flag : {"--lame_duck=inf", "--lame_duck=25h", "--shutdown_grace=inf",
+                           "--shutdown_grace=-1s", "--keepalive_time=0", "--keepalive_time=inf"}) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      const std::string bin = SegkvdPath();
+      const std::string d = "--data_dir=" + dir;
+      execl(bin.c_str(), bin.c_str(), "--listen=127.0.0.1:0", d.c_str(), flag,
+            static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << flag;
+    EXPECT_EQ(WEXITSTATUS(status), 2) << flag;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir)) << "a refused start created the data dir";
+}
+
 TEST(SegkvdTest, SigtermDuringLoadLosesNoAcknowledgedWrite) {
   const int status = LoadKillRestartCheck(SIGTERM);
   EXPECT_TRUE(WIFEXITED(status)) << status;

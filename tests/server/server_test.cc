@@ -6,10 +6,12 @@
 #include "server/cpus.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -28,6 +30,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/testing/partition_testing.h"
+#include "util/deadline.h"
 #include "worker/mem_fs.h"
 
 namespace segkv::server {
@@ -656,6 +659,71 @@ TEST_F(ServerTest, AValueNoResponseCanCarryIsAClearErrorAndChangesNothing) {
   ASSERT_THAT(get, IsOk());
   EXPECT_EQ(get->value(), std::string(60 << 10, 'x'));
   EXPECT_EQ(get->version(), big->version());
+}
+
+// Options that would hang, crash, or make gRPC ping every millisecond are
+// refused before the data dir is touched (a new one records its partition
+// count, so a refused first start must not fix it).
+TEST_F(ServerTest, BadOptionsAreRefusedBeforeTheDataDirIsTouched) {
+  std::vector<std::function<void(ServerOptions&)>> bad = {
+      [](ServerOptions& o) { o.workers = 3, o.partition.segment_size = 100; },
+      [](ServerOptions& o) { o.workers = 1025; },
+      [](ServerOptions& o) { o.keepalive_time = absl::ZeroDuration(); },
+      [](ServerOptions& o) { o.keepalive_time = absl::InfiniteDuration(); },
+      [](ServerOptions& o) { o.lame_duck = absl::InfiniteDuration(); },
+  };
+  ServerOptions o = options_;
+  o.data_dir = TempDir();
+  std::filesystem::remove_all(o.data_dir);
+  for (size_t i = 0; i < bad.size(); ++i) {
+    ServerOptions b = o;
+    b.workers = 3;
+    bad[i](b);
+    EXPECT_THAT(Server::Start(b), StatusIs(absl::StatusCode::kInvalidArgument)) << i;
+    EXPECT_FALSE(std::filesystem::exists(o.data_dir)) << i;
+  }
+  o.workers = 2;
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  (*started)->Shutdown(absl::Seconds(5));
+  std::filesystem::remove_all(o.data_dir);
+}
+
+// gRPC deadlines from durations: an infinite or huge one is no deadline (a
+// sum that overflowed was a time in the past: every call failed at once,
+// and Shutdown(inf) cancelled every in-flight call).
+TEST(DeadlineAfterTest, HugeDurationsAreNoDeadline) {
+  using std::chrono::system_clock;
+  EXPECT_EQ(DeadlineAfter(absl::InfiniteDuration()), system_clock::time_point::max());
+  EXPECT_EQ(DeadlineAfter(absl::Hours(1e9)), system_clock::time_point::max());
+  const auto before = system_clock::now();
+  const auto in_a_second = DeadlineAfter(absl::Seconds(1));
+  EXPECT_GE(in_a_second, before + std::chrono::seconds(1));
+  EXPECT_LT(in_a_second, system_clock::now() + std::chrono::seconds(2));
+  const auto past = DeadlineAfter(-absl::InfiniteDuration());
+  EXPECT_LE(past, system_clock::now());
+}
+
+// Under `interval`, a close whose final sync fails means acknowledged
+// writes may not be durable: the server says so (segkvd exits 1).
+TEST_F(ServerTest, AFailedCloseIsReported) {
+  worker::MemFileSystem fs;
+  ServerOptions o = OnMemFs(&fs, /*workers=*/1);
+  o.partition.durability = worker::Durability::kInterval;
+  o.partition.sync_interval = absl::Hours(1);
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  {
+    client::ClientOptions co;
+    co.endpoint = (*started)->address();
+    client::Client c(co);
+    ASSERT_THAT(c.Put("k", "v"), IsOk());
+  }
+  fs.FailSyncsAfter(0, EIO);
+  (*started)->Shutdown(absl::Seconds(5));
+  EXPECT_THAT((*started)->close_status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT((*started)->close_status(), StatusIs(absl::StatusCode::kUnavailable,
+                                                   HasSubstr("partition 0")));
 }
 
 TEST_F(ServerTest, QueueDepthOutOfRangeIsInvalidArgument) {
