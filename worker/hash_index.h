@@ -14,7 +14,8 @@
 //    and never needs a key from the log to decide where an entry goes,
 //    because the bucket number is the low bits of the stored fingerprint.
 //  - Memory: 64 bytes per 6 * kMaxLoad keys plus 16 bytes per overflowed
-//    entry, about 13-14 bytes per key whatever the key size.
+//    entry (10-13% of them), about 14-15 bytes per key whatever the key
+//    size (docs/format/index.md).
 //
 // Not thread-safe: owned by the partition's single worker thread.
 #ifndef SEGKV_WORKER_HASH_INDEX_H_

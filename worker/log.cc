@@ -279,6 +279,12 @@ absl::Status Log::Open(LogRecoveryStats* stats) {
     }
   }
 
+  if (!has_manifest && fs_->Exists(JoinPath(dir, kManifestName))) {
+    // The listing missed a MANIFEST that is there: never treat that as a
+    // new partition (its path truncates segment 0 and replaces the MANIFEST).
+    return absl::DataLossError(absl::StrCat(
+        "listing ", dir, " did not show its MANIFEST, which exists; not opening"));
+  }
   if (!has_manifest) {
     if (absl::Status s = CheckSegmentSize(); !s.ok()) return s;
     for (const auto& [id, name] : files) {

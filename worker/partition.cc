@@ -715,7 +715,9 @@ absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,
   uint64_t address = log_->Skip(cursor == 0 ? log_->First() : cursor);
   uint64_t scanned = 0;
   size_t found = 0;
-  bool first = cursor != 0;  // the client chose this address
+  // Only an address the client gave may be "no record here" (a bad
+  // cursor); one Skip() moved to (past a removed segment) is the log's.
+  bool first = cursor != 0 && address == cursor;
   while (address < log_->tail() && found < limit && scanned < max_scan_bytes) {
     RecordHeader h;
     absl::string_view rec;

@@ -278,9 +278,10 @@ class Partition {
   // `limit` items or about `max_scan_bytes` of log have been looked at
   // (reported in *scanned_bytes if not null). Returns where to continue, 0
   // when the end of the log was reached. DATA_LOSS if damage is met.
-  // A key not written during a whole scan is returned exactly once; one
-  // written during it may appear twice or not at all (its record moves to
-  // the tail). INVALID_ARGUMENT if `cursor` is not an address this scan
+  // A key not written during a whole scan is returned at least once (again,
+  // with the same version, if compaction moves its record to the tail after
+  // the scan passed it); one written during it may appear twice or not at
+  // all (its record moves to the tail). INVALID_ARGUMENT if `cursor` is not an address this scan
   // returned.
   absl::StatusOr<uint64_t> Scan(uint64_t cursor, absl::string_view prefix,
                                 size_t limit, bool keys_only,

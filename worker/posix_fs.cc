@@ -143,12 +143,20 @@ absl::StatusOr<std::vector<std::string>> PosixFileSystem::ListDir(
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return ErrnoToStatus(errno, "opendir", dir);
   std::vector<std::string> names;
-  while (struct dirent* e = ::readdir(d)) {
+  // readdir() returns null at the end and on an error alike; only errno
+  // tells them apart. A listing cut short must not pass for a whole one
+  // (a partition directory without its MANIFEST would look new).
+  for (;;) {
+    errno = 0;
+    struct dirent* e = ::readdir(d);
+    if (e == nullptr) break;
     absl::string_view name = e->d_name;
     if (name == "." || name == "..") continue;
     names.emplace_back(name);
   }
+  const int err = errno;
   ::closedir(d);
+  if (err != 0) return ErrnoToStatus(err, "readdir", dir);
   return names;
 }
 

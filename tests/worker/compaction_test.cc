@@ -214,6 +214,35 @@ TEST_F(CompactionTest, CompactDeletesMostlyDeadSegments) {
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
+// A cursor into a segment compaction removed continues at the next
+// segment; damage found there is the log's (DATA_LOSS), not a sign that the
+// client's cursor was bad (INVALID_ARGUMENT).
+TEST_F(CompactionTest, DamageAfterACursorIntoARemovedSegmentIsDataLoss) {
+  const uint64_t seg = o_.segment_size;
+  int a = 0, b = 0, c = 0;
+  while (p_->Stats().tail_address / seg < 1) ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("a", a++)));
+  while (p_->Stats().tail_address / seg < 2) ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("b", b++)));
+  for (; c < 3; ++c) ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("c", c)));
+  std::vector<ScanItem> items;
+  auto cursor = p_->Scan(0, "b", 1, false, 1 << 20, &items);
+  ASSERT_THAT(cursor, IsOk());
+  ASSERT_EQ(*cursor / seg, 1u) << "the cursor is in segment 1";
+  for (int i = 0; i < b; ++i) ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("b", i)));
+  ASSERT_THAT(p_->Compact(0.5), IsOk());
+  for (const auto& s : p_->Segments()) ASSERT_NE(s.id, 1u);
+  // Flip a value byte of the first record of segment 2, where the scan
+  // continues.
+  const std::string path = testing::SegmentPath(2);
+  std::string data = fs_.Contents(path);
+  const size_t at = format::kSegmentHeaderSize + 40;
+  ASSERT_LT(at, data.size());
+  data[at] ^= 0x40;
+  ASSERT_TRUE(fs_.OverwriteFile(path, data));
+  items.clear();
+  EXPECT_THAT(p_->Scan(*cursor, "", 10, false, 1 << 20, &items),
+              StatusIs(absl::StatusCode::kDataLoss));
+}
+
 TEST_F(CompactionTest, VersionsAreKeptAndNewWritesGoHigher) {
   for (int i = 0; i < 10; ++i) {
     ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
@@ -694,43 +723,17 @@ TEST_F(CompactionTest, CompactedSegmentIsDeletedOnlyOnceItsCopiesAreDurable) {
 
 // Delegates to another file system; Remove() waits until released, like an
 // unlink of a large file that takes its time.
-class SlowRemoveFileSystem : public FileSystem {
+class SlowRemoveFileSystem : public testing::ForwardingFileSystem {
  public:
-  explicit SlowRemoveFileSystem(FileSystem* base) : base_(base) {}
-  absl::StatusOr<std::unique_ptr<WritableFile>> OpenWritable(const std::string& path,
-                                                             bool truncate) override {
-    return base_->OpenWritable(path, truncate);
-  }
-  absl::StatusOr<std::unique_ptr<ReadableFile>> OpenReadable(const std::string& path,
-                                                             uint64_t max_size) override {
-    return base_->OpenReadable(path, max_size);
-  }
-  absl::StatusOr<std::string> ReadFileToString(const std::string& path) override {
-    return base_->ReadFileToString(path);
-  }
-  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) override {
-    return base_->ListDir(dir);
-  }
-  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
-    return base_->FileSize(path);
-  }
+  using ForwardingFileSystem::ForwardingFileSystem;
   absl::Status Remove(const std::string& path) override {
     if (!removing.HasBeenNotified()) removing.Notify();  // one remover thread
     release.WaitForNotification();
-    return base_->Remove(path);
+    return ForwardingFileSystem::Remove(path);
   }
-  absl::Status Rename(const std::string& from, const std::string& to) override {
-    return base_->Rename(from, to);
-  }
-  absl::Status SyncDir(const std::string& dir) override { return base_->SyncDir(dir); }
-  absl::Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
-  bool Exists(const std::string& path) override { return base_->Exists(path); }
 
   absl::Notification removing;  // a Remove() has started
   absl::Notification release;   // lets every Remove() go on
-
- private:
-  FileSystem* const base_;
 };
 
 // segkvd's setting: a compacted segment leaves the MANIFEST in the call,

@@ -506,5 +506,32 @@ TEST_F(PartitionTest, ScanStopsAfterMaxScanBytes) {
   EXPECT_TRUE(items.empty());
 }
 
+// A directory listing that misses the MANIFEST (readdir failing midway)
+// must not pass for a new partition, whose creation truncates segment 0
+// and replaces the MANIFEST: the open fails and the data stays.
+TEST(PartitionOpenTest, AListingWithoutTheManifestThatExistsDoesNotOpenAsNew) {
+  MemFileSystem mem;
+  {
+    auto p = Partition::Open(testing::SmallOptions(&mem));
+    ASSERT_THAT(p, IsOk());
+    ASSERT_THAT((*p)->Put("k", "v"), IsOk());
+    ASSERT_THAT((*p)->Close(), IsOk());
+  }
+  class EmptyListing : public testing::ForwardingFileSystem {
+   public:
+    using ForwardingFileSystem::ForwardingFileSystem;
+    absl::StatusOr<std::vector<std::string>> ListDir(const std::string&) override {
+      return std::vector<std::string>{};
+    }
+  } empty(&mem);
+  EXPECT_THAT(Partition::Open(testing::SmallOptions(&empty)),
+              StatusIs(absl::StatusCode::kDataLoss));
+  auto p = Partition::Open(testing::SmallOptions(&mem));
+  ASSERT_THAT(p, IsOk());
+  ReadResult r;
+  ASSERT_THAT((*p)->Get("k", &r), IsOk());
+  EXPECT_EQ(r.value, "v");
+}
+
 }  // namespace
 }  // namespace segkv::worker

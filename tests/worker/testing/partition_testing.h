@@ -53,9 +53,42 @@ MATCHER(IsOk, "is OK") {
 
 inline constexpr char kDir[] = "/data/p0";
 
+// Forwards every call to `base`: a test overrides the ones it changes.
+class ForwardingFileSystem : public FileSystem {
+ public:
+  explicit ForwardingFileSystem(FileSystem* base) : base_(base) {}
+  absl::StatusOr<std::unique_ptr<WritableFile>> OpenWritable(const std::string& path,
+                                                             bool truncate) override {
+    return base_->OpenWritable(path, truncate);
+  }
+  absl::StatusOr<std::unique_ptr<ReadableFile>> OpenReadable(const std::string& path,
+                                                             uint64_t max_size) override {
+    return base_->OpenReadable(path, max_size);
+  }
+  absl::StatusOr<std::string> ReadFileToString(const std::string& path) override {
+    return base_->ReadFileToString(path);
+  }
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) override {
+    return base_->ListDir(dir);
+  }
+  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
+    return base_->FileSize(path);
+  }
+  absl::Status Remove(const std::string& path) override { return base_->Remove(path); }
+  absl::Status Rename(const std::string& from, const std::string& to) override {
+    return base_->Rename(from, to);
+  }
+  absl::Status SyncDir(const std::string& dir) override { return base_->SyncDir(dir); }
+  absl::Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
+  bool Exists(const std::string& path) override { return base_->Exists(path); }
+
+ private:
+  FileSystem* const base_;
+};
+
 // Options for tests: the in-memory file system, tiny segments (8 KiB) and
 // values of at most 512 bytes, so a few dozen records fill a segment.
-inline PartitionOptions SmallOptions(MemFileSystem* fs,
+inline PartitionOptions SmallOptions(FileSystem* fs,
                                      Durability d = Durability::kAlways) {
   PartitionOptions o;
   o.fs = fs;
