@@ -60,8 +60,14 @@ start_listener() {
   exit 1
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# Two distinct free ports, both held until both are picked (etcd takes a
+# client and a peer port; it has no "port 0").
+free_ports() {
+  python3 -c '
+import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])'
 }
 
 bench() {  # label, segkv-bench flags...; appends to $work/label.jsonl
@@ -111,8 +117,7 @@ start_listener segkvd-always $segkvd --listen=127.0.0.1:0 --data_dir="$work/segk
   --workers=1 --durability=always
 sk=$addr
 sk_cpu="--server_pid=${pids[-1]}"
-client_port=$(free_port)
-peer_port=$(free_port)
+read -r client_port peer_port < <(free_ports)
 etcd --name bench --data-dir "$work/etcd" \
   --listen-client-urls "http://127.0.0.1:$client_port" \
   --advertise-client-urls "http://127.0.0.1:$client_port" \
@@ -121,11 +126,19 @@ etcd --name bench --data-dir "$work/etcd" \
   --initial-cluster "bench=http://127.0.0.1:$peer_port" \
   --logger=zap --log-level=error >"$work/etcd.out" 2>&1 &
 pids+=($!)
-etcd_cpu="--server_pid=$!"
+etcd_pid=$!
+etcd_cpu="--server_pid=$etcd_pid"
+etcd_up=0
 for _ in $(seq 1 300); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break
+  if (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null; then etcd_up=1; break; fi
+  kill -0 "$etcd_pid" 2>/dev/null || break  # it exited
   sleep 0.1
 done
+if [ "$etcd_up" != 1 ]; then
+  echo "service_bench: etcd did not start on 127.0.0.1:$client_port:" >&2
+  cat "$work/etcd.out" >&2
+  exit 1
+fi
 pair sync_put_segkv "--target=segkv --endpoint=$sk --mix=put:100 --inflight=256 $sk_cpu" \
      etcd_put "--target=etcd --endpoint=127.0.0.1:$client_port --mix=put:100 --inflight=256 $etcd_cpu"
 # The most any server could reach at this load here: the no-op server at
