@@ -282,6 +282,23 @@ std::string ValueOf(Partition& p, const std::string& key) {
   return r.found ? r.value : kMissing;
 }
 
+// Put(key, "unacked") fails after its append and before its fdatasync,
+// as in a process killed there. (The kill stays until KillAfterOps(-1).)
+void KillDuringTheSyncOfAPut(MemFileSystem& fs, Partition& p, const std::string& key) {
+  fs.KillAfterOps(1);  // the append lands; its fdatasync never happens
+  EXPECT_FALSE(p.Put(key, "unacked").ok());
+}
+
+// After the power loss: "k" holds its last acknowledged value `acked` or
+// the unacknowledged one, and "j" the 512 bytes written after the restart.
+void ExpectKAndJAfterThePowerLoss(const PartitionOptions& o, const std::string& acked) {
+  auto p = Partition::Open(o);
+  ASSERT_THAT(p, IsOk());
+  const std::string k = ValueOf(**p, "k");
+  EXPECT_TRUE(k == acked || k == "unacked") << "k holds \"" << k.substr(0, 20) << "\"";
+  EXPECT_EQ(ValueOf(**p, "j"), std::string(512, 'j'));
+}
+
 // Killed before the fdatasync of a write; restarted; compaction drops the
 // segment that held the key's acknowledged value, leaving only the
 // unsynced record; power loss. The key must still be there.
@@ -295,8 +312,7 @@ TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeCompactionDropsOlderCopies
     acked = FillFirstSegment(**p, "k");
     ASSERT_THAT((*p)->Put("j", std::string(512, 'j')), IsOk());  // seals segment 0
     ASSERT_EQ((*p)->Segments().size(), 2u);
-    fs.KillAfterOps(1);  // the append lands; its fdatasync never happens
-    EXPECT_FALSE((*p)->Put("k", "unacked").ok());
+    KillDuringTheSyncOfAPut(fs, **p, "k");
   }
   fs.KillAfterOps(-1);
   {
@@ -307,11 +323,7 @@ TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeCompactionDropsOlderCopies
     ASSERT_EQ((*p)->Segments().front().id, 1u);
     fs.Crash(7, /*keep_unsynced=*/false);
   }
-  auto p = Partition::Open(o);
-  ASSERT_THAT(p, IsOk());
-  const std::string k = ValueOf(**p, "k");
-  EXPECT_TRUE(k == acked || k == "unacked") << "k holds \"" << k.substr(0, 20) << "\"";
-  EXPECT_EQ(ValueOf(**p, "j"), std::string(512, 'j'));
+  ExpectKAndJAfterThePowerLoss(o, acked);
 }
 
 // Killed before the fdatasync of a write; restarted; the next write seals
@@ -325,8 +337,7 @@ TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeASealRecordsIt) {
     auto p = Partition::Open(o);
     ASSERT_THAT(p, IsOk());
     acked = FillFirstSegment(**p, "k");
-    fs.KillAfterOps(1);
-    EXPECT_FALSE((*p)->Put("k", "unacked").ok());
+    KillDuringTheSyncOfAPut(fs, **p, "k");
   }
   fs.KillAfterOps(-1);
   {
@@ -336,11 +347,7 @@ TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeASealRecordsIt) {
     ASSERT_EQ((*p)->Segments().size(), 2u);
     fs.Crash(8, /*keep_unsynced=*/false);
   }
-  auto p = Partition::Open(o);
-  ASSERT_THAT(p, IsOk());
-  const std::string k = ValueOf(**p, "k");
-  EXPECT_TRUE(k == acked || k == "unacked") << "k holds \"" << k.substr(0, 20) << "\"";
-  EXPECT_EQ(ValueOf(**p, "j"), std::string(512, 'j'));
+  ExpectKAndJAfterThePowerLoss(o, acked);
 }
 
 // Killed after each step of a seal (old segment synced, new segment
