@@ -42,6 +42,11 @@ class WritableFile {
   virtual void StartWriteback(uint64_t offset, uint64_t n) {}
   // Sets the file's length to `size`; the next Append() writes there.
   virtual absl::Status Truncate(uint64_t size) = 0;
+  // Overwrites bytes [offset, offset + data.size()), which must lie within
+  // Size(). Rewriting bytes with themselves makes their pages dirty again,
+  // so the next Sync() writes them even if the kernel had marked them clean
+  // without writing them (Linux does after a failed writeback).
+  virtual absl::Status WriteAt(uint64_t offset, absl::string_view data) = 0;
   // Bytes in the file as this handle knows them (appended or truncated).
   virtual uint64_t Size() const = 0;
 };

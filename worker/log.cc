@@ -525,7 +525,22 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, uint64_t from,
   // Always: a killed process may have left appended bytes that were never
   // synced (a commit whose fdatasync it did not live to make, or writes
   // under `interval`). They are counted as synced from here on, and seals,
-  // checkpoints and compaction rely on that.
+  // checkpoints and compaction rely on that. A sync alone is not enough
+  // after a failed one: Linux marks the pages of a failed writeback clean,
+  // and they stay readable but never reach the disk. So the bytes the last
+  // process may not have synced (at most the torn window) are first
+  // written again, in place, with themselves.
+  const uint64_t window_start =
+      limit - std::min<uint64_t>(TornWindow(), limit - format::kSegmentHeaderSize);
+  std::string chunk;
+  for (uint64_t off = window_start; off < limit;) {
+    const uint64_t n = std::min<uint64_t>(limit - off, 1 << 20);
+    auto bytes = seg.reader->Read(off, n);
+    if (!bytes.ok()) return bytes.status();
+    chunk.assign(bytes->data(), bytes->size());
+    if (absl::Status s = (*file)->WriteAt(off, chunk); !s.ok()) return s;
+    off += n;
+  }
   if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
   active_id_ = id;
   active_base_ = seg_base;

@@ -1,5 +1,6 @@
 #include "worker/mem_fs.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <random>
 
@@ -45,9 +46,21 @@ class MemFileSystem::File : public WritableFile {
     absl::MutexLock l(&fs_->mu_);
     if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
     if (auto s = fs_->CheckKill(); !s.ok()) return s;
-    if (auto s = fs_->MaybeFailSync(path_); !s.ok()) return s;
-    inode_->durable = inode_->data;
-    inode_->rewritten = false;
+    Inode& f = *inode_;
+    if (auto s = fs_->MaybeFailSync(path_); !s.ok()) {
+      // The unsynced bytes' pages are now clean but not on the disk.
+      if (f.data.size() > f.durable.size()) {
+        const uint64_t b = f.durable.size(), e = f.data.size();
+        f.lost_begin = f.lost_end > f.lost_begin ? std::min<uint64_t>(f.lost_begin, b) : b;
+        f.lost_end = std::max<uint64_t>(f.lost_end, e);
+      }
+      return s;
+    }
+    f.durable = f.data;
+    for (uint64_t i = f.lost_begin; i < std::min<uint64_t>(f.lost_end, f.durable.size()); ++i) {
+      f.durable[i] = '\0';
+    }
+    f.rewritten = false;
     fs_->CountOp();
     return absl::OkStatus();
   }
@@ -56,8 +69,35 @@ class MemFileSystem::File : public WritableFile {
     absl::MutexLock l(&fs_->mu_);
     if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
     if (auto s = fs_->CheckKill(); !s.ok()) return s;
-    if (size < inode_->durable.size()) inode_->rewritten = true;
-    inode_->data.resize(size, '\0');
+    Inode& f = *inode_;
+    if (size < f.durable.size()) f.rewritten = true;
+    f.data.resize(size, '\0');
+    f.lost_end = std::min<uint64_t>(f.lost_end, size);
+    if (f.lost_end <= f.lost_begin) f.lost_begin = f.lost_end = 0;
+    fs_->CountOp();
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteAt(uint64_t offset, absl::string_view data) override {
+    absl::MutexLock l(&fs_->mu_);
+    if (auto s = fs_->CheckGeneration(generation_); !s.ok()) return s;
+    if (auto s = fs_->CheckKill(); !s.ok()) return s;
+    Inode& f = *inode_;
+    if (offset + data.size() > f.data.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("write past the end of ", path_));
+    }
+    f.data.replace(offset, data.size(), data.data(), data.size());
+    if (offset < f.durable.size()) f.rewritten = true;
+    // Written again: dirty. What is left lost is what this did not cover
+    // (kept whole if the write fell in its middle).
+    const uint64_t end = offset + data.size();
+    if (offset <= f.lost_begin && end >= f.lost_end) {
+      f.lost_begin = f.lost_end = 0;
+    } else if (offset <= f.lost_begin && end > f.lost_begin) {
+      f.lost_begin = end;
+    } else if (end >= f.lost_end && offset < f.lost_end) {
+      f.lost_end = offset;
+    }
     fs_->CountOp();
     return absl::OkStatus();
   }
@@ -257,13 +297,18 @@ void MemFileSystem::Crash(uint64_t seed, bool keep_unsynced) {
     if (inode->rewritten || d.size() < durable.size() || !keep_unsynced) {
       d = durable;
     } else {
-      // Appends only extend the durable prefix; keep a random part of them.
+      // Appends only extend the durable prefix; keep a random part of them
+      // (none of what a failed sync lost: those pages are never written).
       size_t extra = d.size() - durable.size();
+      if (inode->lost_end > inode->lost_begin && inode->lost_begin >= durable.size()) {
+        extra = std::min<size_t>(extra, inode->lost_begin - durable.size());
+      }
       size_t keep = extra == 0 ? 0 : rng() % (extra + 1);
-      d.resize(durable.size() + keep);
+      d = durable + d.substr(durable.size(), keep);
     }
     inode->durable = d;
     inode->rewritten = false;
+    inode->lost_begin = inode->lost_end = 0;
   }
   appends_before_failure_ = -1;
   syncs_before_failure_ = -1;

@@ -12,7 +12,9 @@
 //
 // Faults: appends or syncs can be made to fail with an errno after a number
 // of successful calls, and a capacity makes appends fail with ENOSPC after a
-// partial write, as a full disk does.
+// partial write, as a full disk does. A failed file sync loses the file's
+// unsynced bytes the way Linux can: they stay readable but never become
+// durable unless written again (see Inode::lost_begin).
 //
 // Kill points: KillAfterOps(n) lets n more mutating operations (OpenWritable,
 // Append, Sync, Truncate, Remove, Rename, SyncDir, CreateDir) succeed; every
@@ -95,6 +97,13 @@ class MemFileSystem : public FileSystem {
     // Set when a truncation cut into durable bytes without a sync after it:
     // a crash then restores the durable bytes whole.
     bool rewritten = false;
+    // Bytes [lost_begin, lost_end) of `data` were unsynced when a sync
+    // failed: like Linux after a writeback error, their pages count as
+    // clean though they never reached the disk. Reads still see them, but
+    // no later sync writes them (the durable copy holds zeros there) until
+    // they are written again (WriteAt, or a truncation below them).
+    uint64_t lost_begin = 0;
+    uint64_t lost_end = 0;
   };
   class File;
   class Reader;

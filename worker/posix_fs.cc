@@ -37,6 +37,22 @@ class PosixWritableFile : public WritableFile {
     return absl::OkStatus();
   }
 
+  absl::Status WriteAt(uint64_t offset, absl::string_view data) override {
+    if (offset + data.size() > size_) {
+      return absl::InvalidArgumentError(absl::StrCat("write past the end of ", path_));
+    }
+    while (!data.empty()) {
+      ssize_t n = ::pwrite(fd_, data.data(), data.size(), offset);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoToStatus(errno, "write", path_);
+      }
+      offset += n;
+      data.remove_prefix(n);
+    }
+    return absl::OkStatus();
+  }
+
   void StartWriteback(uint64_t offset, uint64_t n) override {
     ::sync_file_range(fd_, offset, n, SYNC_FILE_RANGE_WRITE);
   }

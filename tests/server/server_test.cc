@@ -977,6 +977,9 @@ class CheckpointHookFs : public worker::MemFileSystem {
     }
     absl::Status Sync() override { return f_->Sync(); }
     absl::Status Truncate(uint64_t size) override { return f_->Truncate(size); }
+    absl::Status WriteAt(uint64_t offset, absl::string_view data) override {
+      return f_->WriteAt(offset, data);
+    }
     uint64_t Size() const override { return f_->Size(); }
 
    private:

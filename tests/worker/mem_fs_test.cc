@@ -259,6 +259,35 @@ TEST_F(MemFsTest, FailSyncsAfterFailsFileSyncs) {
   EXPECT_EQ(Read(kA), "first");
 }
 
+// Like Linux after a writeback error: the bytes a failed sync covered stay
+// readable, but a later successful sync does not make them durable (their
+// pages count as clean); written again, they are.
+TEST_F(MemFsTest, BytesAFailedSyncLostNeverBecomeDurableUntilWrittenAgain) {
+  auto f = Open(kA);
+  ASSERT_THAT(fs_.SyncDir(kDir), IsOk());
+  ASSERT_THAT(f->Append("first"), IsOk());
+  ASSERT_THAT(f->Sync(), IsOk());
+  ASSERT_THAT(f->Append("second"), IsOk());
+  fs_.FailSyncsAfter(0, EIO);
+  EXPECT_FALSE(f->Sync().ok());
+  fs_.FailSyncsAfter(-1, 0);
+  EXPECT_EQ(Read(kA), "firstsecond");
+  ASSERT_THAT(f->Append("third"), IsOk());
+  ASSERT_THAT(f->Sync(), IsOk());
+  fs_.Crash(1, /*keep_unsynced=*/true);
+  EXPECT_EQ(Read(kA), std::string("first") + std::string(6, '\0') + "third");
+
+  auto g = Open(kA);
+  ASSERT_THAT(g->Append("fourth"), IsOk());
+  fs_.FailSyncsAfter(0, EIO);
+  EXPECT_FALSE(g->Sync().ok());
+  fs_.FailSyncsAfter(-1, 0);
+  ASSERT_THAT(g->WriteAt(16, "fourth"), IsOk());  // written again
+  ASSERT_THAT(g->Sync(), IsOk());
+  fs_.Crash(2, /*keep_unsynced=*/false);
+  EXPECT_EQ(Read(kA), std::string("first") + std::string(6, '\0') + "thirdfourth");
+}
+
 TEST_F(MemFsTest, FailSyncsAfterFailsSyncDir) {
   MakeDurable(kA, "A");
   fs_.FailSyncsAfter(1, EIO);

@@ -87,6 +87,20 @@ TEST_F(PosixFsTest, AppendSizeSyncTruncate) {
   EXPECT_EQ(Read(path), std::string("hello!\0\0?", 9));
 }
 
+TEST_F(PosixFsTest, WriteAtOverwritesInPlaceWithinTheFile) {
+  const std::string path = Path("w");
+  auto f = fs_.OpenWritable(path, false);
+  ASSERT_THAT(f, IsOk());
+  ASSERT_THAT((*f)->Append("abcdefgh"), IsOk());
+  ASSERT_THAT((*f)->WriteAt(2, "XY"), IsOk());
+  ASSERT_THAT((*f)->WriteAt(6, "gh"), IsOk());
+  EXPECT_THAT((*f)->WriteAt(7, "zz"), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT((*f)->Sync(), IsOk());
+  EXPECT_EQ((*f)->Size(), 8u);
+  ASSERT_THAT((*f)->Append("i"), IsOk());  // appends still go to the end
+  EXPECT_EQ(Read(path), "abXYefghi");
+}
+
 TEST_F(PosixFsTest, ReopenAppendsAtEndOrTruncates) {
   const std::string path = Path("file");
   WriteFile(path, "abc");
