@@ -305,6 +305,15 @@ void MemFileSystem::Crash(uint64_t seed, bool keep_unsynced) {
       }
       size_t keep = extra == 0 ? 0 : rng() % (extra + 1);
       d = durable + d.substr(durable.size(), keep);
+      // Pages reach the disk in any order: within what is kept, one 4 KiB
+      // page in four (by file offset) never made it and reads as zeros.
+      constexpr uint64_t kPage = 4096;
+      for (uint64_t page = durable.size() / kPage * kPage; page < d.size(); page += kPage) {
+        if (rng() % 4 != 0) continue;
+        const uint64_t from = std::max<uint64_t>(page, durable.size());
+        const uint64_t to = std::min<uint64_t>(page + kPage, d.size());
+        std::fill(d.begin() + from, d.begin() + to, '\0');
+      }
     }
     inode->durable = d;
     inode->rewritten = false;

@@ -7,7 +7,8 @@
 // not durable: names revert to the durable directory entries (unsynced
 // creations vanish, unsynced renames and removals come undone), and each file
 // keeps its durable bytes plus a random prefix of the bytes appended after
-// them (a torn write). Handles opened before Crash() fail every call
+// them (a torn write), in which random 4 KiB pages read as zeros (pages
+// reach the disk in any order). Handles opened before Crash() fail every call
 // afterwards, like the file descriptors of a dead process.
 //
 // Faults: appends or syncs can be made to fail with an errno after a number
