@@ -258,6 +258,59 @@ void RunEveryKillPoint(bool automatic) {
   EXPECT_GT(runs, 400);
 }
 
+// Recovery writes too (orphans and tmp files removed, the torn tail cut and
+// synced, the unsynced window rewritten, the directory synced). Killed at
+// each of its steps, then a power loss: the next recovery must still find
+// every acknowledged write.
+TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
+  constexpr uint64_t kSeed = 3;
+  uint64_t count = 0;
+  {
+    ScenarioRun dry(kSeed, /*automatic=*/false);
+    ASSERT_THAT(dry.Scenario(), IsOk());
+    count = dry.fs().MutatingOps();
+  }
+  int recoveries = 0;
+  for (uint64_t n : {count / 4, count / 2, 3 * count / 4}) {
+    // The state a kill after n operations and a crash leave, rebuilt for
+    // every kill point of the recovery that follows.
+    auto make = [&](ScenarioRun& run) {
+      run.fs().KillAfterOps(n);
+      EXPECT_FALSE(run.Scenario().ok());
+      run.fs().Crash(n, /*keep_unsynced=*/true);
+      run.Abandon();
+    };
+    uint64_t open_ops = 0;
+    {
+      ScenarioRun run(kSeed, false);
+      make(run);
+      const uint64_t before = run.fs().MutatingOps();
+      auto p = Partition::Open(run.options());
+      ASSERT_THAT(p, IsOk());
+      open_ops = run.fs().MutatingOps() - before;
+    }
+    ASSERT_GT(open_ops, 0u);
+    for (uint64_t k = 0; k < open_ops; ++k) {
+      SCOPED_TRACE(absl::StrCat("scenario killed after ", n, "; recovery killed after ", k,
+                                " of ", open_ops));
+      ScenarioRun run(kSeed, false);
+      make(run);
+      run.fs().KillAfterOps(k);
+      Partition::Open(run.options()).IgnoreError();
+      EXPECT_TRUE(run.fs().killed()) << "recovery ended before the kill point";
+      run.fs().KillAfterOps(-1);
+      run.fs().Crash(1000 + k, /*keep_unsynced=*/true);
+      auto p = Partition::Open(run.options());
+      ASSERT_THAT(p, IsOk());
+      auto dump = DumpAll(**p);
+      ASSERT_THAT(dump, IsOk());
+      ASSERT_NO_FATAL_FAILURE(CheckRecovered(run, *dump));
+      ++recoveries;
+    }
+  }
+  EXPECT_GT(recoveries, 10);
+}
+
 // A process killed mid-write can leave what it appended, renamed or created
 // visible but not durable (the kernel still has it; the machine did not
 // crash). The next process builds on what it sees, so before that it must
