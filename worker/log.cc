@@ -587,9 +587,18 @@ absl::Status Log::Flush() {
   absl::Status s = active_file_->Append(absl::string_view(buffer_.data(), buffer_.size()));
   if (!s.ok()) {
     // Put the file back where it was so the buffer can be retried or
-    // rolled back; if that fails its length is unknown.
+    // rolled back; if that fails its length is unknown. The cut is synced:
+    // an unsynced truncation may not survive a power loss, and the part of
+    // the failed write that reached the disk would then come back (a write
+    // answered RESOURCE_EXHAUSTED that reappears, with a version the next
+    // write reuses).
     absl::Status t = active_file_->Truncate(buffer_base_ - active_base_);
+    if (t.ok()) t = active_file_->Sync();
     if (!t.ok()) return Fail(t);
+    if (synced_ < buffer_base_) {
+      ++sync_count_;
+      synced_ = buffer_base_;
+    }
     return s;
   }
   // Let the disk start on these bytes while the worker goes on.
