@@ -179,6 +179,7 @@ absl::Status Partition::Recover() {
   }
   // The newest checkpoint that loads whole; else the next older; else none.
   uint64_t replay_from = 0;
+  std::vector<uint64_t> rejected;
   for (auto it = checkpoints.rbegin(); it != checkpoints.rend(); ++it) {
     const absl::Time t0 = absl::Now();
     absl::Status s = LoadCheckpoint(*it);
@@ -191,6 +192,7 @@ absl::Status Partition::Recover() {
       break;
     }
     ++recovered_.checkpoints_rejected;
+    rejected.push_back(it->id);
     ResetState();
     LOG(WARNING) << "partition " << options_.partition_id << ": checkpoint "
                  << it->id << " is unusable (" << s << "); falling back to "
@@ -215,6 +217,15 @@ absl::Status Partition::Recover() {
   // Versions never go back, even when compaction dropped the tombstone
   // that carried the newest one after the last checkpoint.
   next_version_ = std::max(next_version_, log_->version_floor());
+  // A checkpoint that failed to load would only be tried (and fail) again,
+  // and it would hold a place in the MANIFEST that the next checkpoint
+  // takes from a good one: drop it. A failure here costs nothing but that.
+  for (uint64_t id : rejected) {
+    if (absl::Status d = log_->DropCheckpoint(id); !d.ok()) {
+      LOG(WARNING) << "partition " << options_.partition_id
+                   << ": cannot drop unusable checkpoint " << id << ": " << d;
+    }
+  }
   if (options_.durability == Durability::kInterval) {
     next_sync_ = absl::Now() + options_.sync_interval;
   }

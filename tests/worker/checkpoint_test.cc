@@ -43,6 +43,7 @@ using ::segkv::worker::testing::FilesIn;
 using ::segkv::worker::testing::FullReplayDump;
 using ::segkv::worker::testing::IsOk;
 using ::segkv::worker::testing::kDir;
+using ::segkv::worker::testing::RemoveCheckpointFiles;
 using ::segkv::worker::testing::SmallOptions;
 using ::segkv::worker::testing::StatusIs;
 using ::segkv::worker::testing::Stored;
@@ -658,6 +659,7 @@ TEST_F(CheckpointRecoveryTest, RecoveryFromCheckpointEqualsFullReplay) {
 
   // A full replay reads every record and finds the same contents.
   ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+  ASSERT_THAT(RemoveCheckpointFiles(&fs_), IsOk());
   ASSERT_NO_FATAL_FAILURE(Reopen());
   EXPECT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
   EXPECT_LT(replayed, p_->Stats().recovery.records);
@@ -676,6 +678,7 @@ TEST_F(CheckpointRecoveryTest, SegmentAccountingEqualsFullReplay) {
   std::vector<double> ratios;
   for (const SegmentInfo& seg : p_->Segments()) ratios.push_back(p_->DeadRatio(seg.id));
   ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
+  ASSERT_THAT(RemoveCheckpointFiles(&fs_), IsOk());
   ASSERT_NO_FATAL_FAILURE(Reopen());
   ASSERT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
   const SegmentUsageTable replayed = p_->SegmentUsages();
@@ -818,12 +821,17 @@ TEST_P(DamagedCheckpointTest, DamagedNewestFallsBackToOlder) {
   EXPECT_EQ(*s.recovered.checkpoint_id, older->id);
   EXPECT_EQ(s.recovered.start_address, older->covered_address);
   EXPECT_EQ(s.recovered.checkpoints_rejected, 1u);
+  // The unusable one is dropped, file and MANIFEST entry.
+  EXPECT_THAT(CheckpointFiles(&fs_), ElementsAre(CheckpointFileName(older->id)));
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
-  // Writes and checkpoints go on normally afterwards.
+  // Writes and checkpoints go on normally afterwards, and the next
+  // checkpoint takes the dropped one's place, not the good older one's.
   ASSERT_NO_FATAL_FAILURE(Write(50, 50));
   auto next = TakeCheckpoint();
   ASSERT_THAT(next, IsOk());
   EXPECT_GT(next->id, older->id);
+  EXPECT_THAT(CheckpointFiles(&fs_), UnorderedElementsAre(CheckpointFileName(older->id),
+                                                          CheckpointFileName(next->id)));
   ASSERT_NO_FATAL_FAILURE(Reopen());
   EXPECT_EQ(p_->Stats().recovered.checkpoint_id, std::optional<uint64_t>(next->id));
   EXPECT_EQ(p_->Stats().recovered.checkpoints_rejected, 0u);

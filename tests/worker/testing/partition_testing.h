@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "gmock/gmock.h"
+#include "worker/fs.h"
 #include "worker/manifest.h"
 #include "worker/mem_fs.h"
 #include "worker/partition.h"
@@ -182,19 +183,34 @@ inline absl::Status RemoveCheckpointFiles(FileSystem* fs,
 }
 
 // Removes the checkpoint files, opens the partition (which must then
-// replay the whole log), dumps it and closes it. The partition of `o`
-// must not be open.
+// replay the whole log), dumps it and closes it; then puts the checkpoint
+// files and the MANIFEST back as they were (the open drops the checkpoints
+// it could not load). The partition of `o` must not be open.
 inline absl::StatusOr<Dump> FullReplayDump(const PartitionOptions& o) {
-  if (absl::Status s = RemoveCheckpointFiles(o.fs, o.dir); !s.ok()) return s;
-  auto p = Partition::Open(o);
-  if (!p.ok()) return p.status();
-  if ((*p)->Stats().recovered.checkpoint_id.has_value()) {
-    return absl::InternalError(absl::StrCat(
-        "with every checkpoint file removed, the partition still recovered from "
-        "checkpoint ", *(*p)->Stats().recovered.checkpoint_id));
+  std::vector<std::pair<std::string, std::string>> saved;  // name, bytes
+  std::vector<std::string> names = CheckpointFiles(o.fs, o.dir);
+  names.push_back("MANIFEST");
+  for (const std::string& name : names) {
+    auto bytes = o.fs->ReadFileToString(o.dir + "/" + name);
+    if (!bytes.ok()) return bytes.status();
+    saved.emplace_back(name, std::move(*bytes));
   }
-  auto dump = DumpAll(**p);
-  if (absl::Status s = (*p)->Close(); !s.ok()) return s;
+  if (absl::Status s = RemoveCheckpointFiles(o.fs, o.dir); !s.ok()) return s;
+  absl::StatusOr<Dump> dump;
+  {
+    auto p = Partition::Open(o);
+    if (!p.ok()) return p.status();
+    if ((*p)->Stats().recovered.checkpoint_id.has_value()) {
+      return absl::InternalError(absl::StrCat(
+          "with every checkpoint file removed, the partition still recovered from "
+          "checkpoint ", *(*p)->Stats().recovered.checkpoint_id));
+    }
+    dump = DumpAll(**p);
+    if (absl::Status s = (*p)->Close(); !s.ok()) return s;
+  }
+  for (const auto& [name, bytes] : saved) {
+    if (absl::Status s = WriteFileAtomically(o.fs, o.dir, name, bytes); !s.ok()) return s;
+  }
   return dump;
 }
 
