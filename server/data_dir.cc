@@ -47,6 +47,10 @@ absl::StatusOr<std::unique_ptr<DataDirLock>> DataDirLock::Acquire(
 
 DataDirLock::~DataDirLock() { ::close(fd_); }
 
+bool DataDirExists(worker::FileSystem* fs, const std::string& dir) {
+  return fs->Exists(worker::JoinPath(dir, kIdentity));
+}
+
 absl::StatusOr<uint32_t> OpenDataDir(worker::FileSystem* fs, const std::string& dir,
                                      uint32_t partitions, uint32_t new_partitions,
                                      std::unique_ptr<DataDirLock>* lock) {

@@ -336,12 +336,14 @@ class ScanCall : public UnaryRequest {
     // The scan budget keeps the response within the limit for records up
     // to --max_value_size. Records written under a larger one can overflow
     // it: the response stops before the first that does, and continues
-    // there next time; if that is the first item, the call fails.
-    const int64_t fits = ResponseValueBudget(fe_->limits(), items.size());
-    int64_t size = 0;
+    // there next time; if that is the first item, the call fails. (An
+    // item's framing is under 32 bytes, the response's own under 64: the
+    // margins below are generous, and any record within today's limits
+    // fits alone, as --max_message_bytes >= --max_value_size + 8 KiB.)
+    int64_t room = static_cast<int64_t>(fe_->limits().max_response_bytes) - 1024;
     for (size_t k = 0; k < items.size(); ++k) {
-      size += static_cast<int64_t>(items[k].key.size() + items[k].value.size());
-      if (size <= fits) continue;
+      room -= static_cast<int64_t>(items[k].key.size() + items[k].value.size() + 64);
+      if (room >= 0) continue;
       if (k == 0) {
         return Abort(absl::InvalidArgumentError(absl::StrCat(
             "the value of the next key, ", items[0].value.size(),

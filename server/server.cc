@@ -35,6 +35,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (absl::Status s = worker::ValidatePartitionOptions(options.partition); !s.ok()) {
     return s;
   }
+  // A new data dir's partitions take --segment_size; existing ones keep
+  // their own, so a flag that no longer fits them is no reason to refuse.
+  {
+    worker::FileSystem* fs = options.partition.fs != nullptr ? options.partition.fs
+                                                             : worker::DefaultFileSystem();
+    if (!DataDirExists(fs, options.data_dir)) {
+      if (absl::Status s = worker::CheckSegmentSize(options.partition.segment_size,
+                                                    options.partition.max_value_size);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
   // Each slot is 16 bytes, allocated up front (rounded up to a power of two).
   constexpr size_t kMaxQueueDepth = size_t{1} << 24;
   if (options.queue_depth == 0 || options.queue_depth > kMaxQueueDepth) {

@@ -148,10 +148,10 @@ class Log {
 
   // Checkpoints listed in the manifest, oldest first.
   const std::vector<CheckpointInfo>& checkpoints() const { return checkpoints_; }
-  // The id for the next checkpoint: above every id listed, dropped or
-  // found on disk since Open(), so a file still queued for removal (in the
-  // background) never has the name of a new checkpoint.
-  uint64_t NextCheckpointId() const { return max_checkpoint_id_ + 1; }
+  // Hands out the id for a new checkpoint: above every id listed, dropped,
+  // found on disk or handed out before since Open(), so a file still queued
+  // for removal (in the background) never has the name of a new one.
+  uint64_t TakeCheckpointId() { return ++max_checkpoint_id_; }
   // The MANIFEST's version floor: every version handed out before the
   // last RemoveSegments() is below it (0: none).
   uint64_t version_floor() const { return version_floor_; }

@@ -18,7 +18,8 @@
 // durable unless written again (see Inode::lost_begin).
 //
 // Kill points: KillAfterOps(n) lets n more mutating operations (OpenWritable,
-// Append, Sync, Truncate, Remove, Rename, SyncDir, CreateDir) succeed; every
+// Append, WriteAt, Sync, Truncate, Remove, Rename, SyncDir, CreateDir)
+// succeed; every
 // later one fails with UNAVAILABLE and changes nothing, as if the process
 // had died right there. Crash() then decides what the "dead" process left
 // on disk. Reads keep working. MutatingOps() counts the successful mutating

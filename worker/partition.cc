@@ -113,10 +113,6 @@ Partition::~Partition() {
 }
 
 absl::Status ValidatePartitionOptions(const PartitionOptions& options) {
-  if (absl::Status s = CheckSegmentSize(options.segment_size, options.max_value_size);
-      !s.ok()) {
-    return s;
-  }
   if (options.max_value_size > format::kMaxValueSizeLimit) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max value size ", options.max_value_size, " exceeds the format's ",
@@ -192,7 +188,11 @@ absl::Status Partition::Recover() {
       break;
     }
     ++recovered_.checkpoints_rejected;
-    rejected.push_back(it->id);
+    // Damaged or missing: it would fail the same way every time. Other
+    // errors (a failed read or mapping, a newer format) may pass: kept.
+    if (s.code() == absl::StatusCode::kDataLoss || s.code() == absl::StatusCode::kNotFound) {
+      rejected.push_back(it->id);
+    }
     ResetState();
     LOG(WARNING) << "partition " << options_.partition_id << ": checkpoint "
                  << it->id << " is unusable (" << s << "); falling back to "
@@ -217,15 +217,18 @@ absl::Status Partition::Recover() {
   // Versions never go back, even when compaction dropped the tombstone
   // that carried the newest one after the last checkpoint.
   next_version_ = std::max(next_version_, log_->version_floor());
-  // A checkpoint that failed to load would only be tried (and fail) again,
+  // A damaged or missing checkpoint would only be tried (and fail) again,
   // and it would hold a place in the MANIFEST that the next checkpoint
-  // takes from a good one: drop it. A failure here costs nothing but that.
+  // takes from a good one: drop it. If its MANIFEST write fails before the
+  // rename, it stays listed (logged); after the rename the log has failed,
+  // and the open fails with it rather than serve a log that refuses writes.
   for (uint64_t id : rejected) {
     if (absl::Status d = log_->DropCheckpoint(id); !d.ok()) {
       LOG(WARNING) << "partition " << options_.partition_id
                    << ": cannot drop unusable checkpoint " << id << ": " << d;
     }
   }
+  if (!log_->failure().ok()) return log_->failure();
   if (options_.durability == Durability::kInterval) {
     next_sync_ = absl::Now() + options_.sync_interval;
   }
@@ -955,7 +958,7 @@ void Partition::AdvanceCheckpoint(bool wait) {
     CheckpointHeader h;
     h.partition = options_.partition_id;
     h.segment_size = log_->segment_size();
-    h.id = log_->NextCheckpointId();
+    h.id = log_->TakeCheckpointId();
     h.covered_address = log_->tail();
     h.next_version = next_version_;
     h.created_ms = absl::ToUnixMillis(absl::Now());

@@ -123,8 +123,8 @@ struct PartitionOptions {
 };
 
 // INVALID_ARGUMENT naming the bad options, if any (Partition::Open checks
-// this first; the segment size is checked when a new log is created, as an
-// existing one keeps its own).
+// this first). Not the segment size: it is checked when a new log is
+// created (CheckSegmentSize), as an existing one keeps its own.
 absl::Status ValidatePartitionOptions(const PartitionOptions& options);
 
 struct WriteOp {

@@ -726,6 +726,45 @@ TEST_F(ServerTest, AFailedCloseIsReported) {
                                                    HasSubstr("partition 0")));
 }
 
+// --segment_size applies to new partitions: an existing data dir keeps its
+// own segments, so a value too small for --max_value_size is refused only
+// for a new one.
+TEST_F(ServerTest, AnExistingDataDirKeepsItsSegmentSizeWhateverTheFlag) {
+  ASSERT_THAT(client_->Put("k", std::string(60 << 10, 'v')), IsOk());
+  client_.reset();
+  server_->Shutdown(absl::Seconds(5));
+  server_.reset();
+  options_.partition.segment_size = 32 << 10;  // cannot hold a 64 KiB value
+  StartServer();
+  auto got = client_->Get("k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->value().size(), size_t{60 << 10});
+  ASSERT_THAT(client_->Put("k2", std::string(60 << 10, 'w')), IsOk());
+}
+
+// At the smallest --max_message_bytes (--max_value_size + 8 KiB) a record
+// with the longest key and the largest value still comes back from Scan.
+TEST_F(ServerTest, ScanReturnsTheLargestRecordAtTheSmallestMessageLimit) {
+  client_.reset();
+  server_->Shutdown(absl::Seconds(5));
+  server_.reset();
+  options_.max_message_bytes = static_cast<int>(options_.limits.max_value_size) + 8192;
+  StartServer();
+  const std::string key(4096, 'k');
+  const std::string value(options_.limits.max_value_size, 'v');
+  ASSERT_THAT(client_->Put(key, value), IsOk());
+  v1::ScanRequest scan;
+  bool found = false;
+  for (int i = 0; i < 10 && !found; ++i) {
+    auto page = client_->Scan(scan);
+    ASSERT_THAT(page, IsOk());
+    for (const auto& kv : page->items()) found |= kv.key() == key && kv.value() == value;
+    if (page->next_cursor().empty()) break;
+    scan.set_cursor(page->next_cursor());
+  }
+  EXPECT_TRUE(found);
+}
+
 TEST_F(ServerTest, QueueDepthOutOfRangeIsInvalidArgument) {
   for (size_t depth : {size_t{0}, (size_t{1} << 24) + 1, (size_t{1} << 63) + 1}) {
     ServerOptions o = options_;

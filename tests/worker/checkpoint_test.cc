@@ -1227,6 +1227,24 @@ TEST_F(CheckpointRecoveryTest, ACheckpointThatCouldNotBeRecordedLeavesNoFile) {
 // checkpoint was written. A log that ends short of it lost synced records:
 // the partition must not open by falling back to an older checkpoint or a
 // full replay as if nothing had happened.
+// A checkpoint whose file could not be written gives up its id: the file a
+// (background) removal may still be about to delete never has the name of
+// the retry.
+TEST_F(CheckpointRecoveryTest, AFailedCheckpointWriteDoesNotReuseItsId) {
+  ASSERT_NO_FATAL_FAILURE(Write(40, 20));
+  auto first = TakeCheckpoint();
+  ASSERT_THAT(first, IsOk());
+  ASSERT_NO_FATAL_FAILURE(Write(20, 20));
+  fs_.FailSyncsAfter(0, EIO);  // the checkpoint file's own sync
+  EXPECT_FALSE(p_->Checkpoint().ok());
+  fs_.FailSyncsAfter(-1, 0);
+  auto retry = TakeCheckpoint();
+  ASSERT_THAT(retry, IsOk());
+  EXPECT_GE(retry->id, first->id + 2);
+  EXPECT_THAT(CheckpointFiles(&fs_), UnorderedElementsAre(CheckpointFileName(first->id),
+                                                          CheckpointFileName(retry->id)));
+}
+
 TEST_F(CheckpointRecoveryTest, ALogShorterThanACheckpointCoversIsDataLoss) {
   ASSERT_NO_FATAL_FAILURE(Write(40, 20));
   auto info = TakeCheckpoint();
