@@ -189,6 +189,7 @@ absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::OpenWritable(
   auto& inode = live_[path];
   if (inode == nullptr) {
     inode = std::make_shared<Inode>();
+    pending_names_.push_back({PendingName::kCreate, path, "", inode});
   } else if (truncate) {
     if (!inode->durable.empty()) inode->rewritten = true;
     inode->data.clear();
@@ -238,6 +239,7 @@ absl::Status MemFileSystem::Remove(const std::string& path) {
   absl::MutexLock l(&mu_);
   if (auto s = CheckKill(); !s.ok()) return s;
   if (live_.erase(path) == 0) return ErrnoToStatus(ENOENT, "unlink", path);
+  pending_names_.push_back({PendingName::kRemove, path, "", nullptr});
   CountOp();
   return absl::OkStatus();
 }
@@ -250,6 +252,7 @@ absl::Status MemFileSystem::Rename(const std::string& from,
   if (it == live_.end()) return ErrnoToStatus(ENOENT, "rename", from);
   auto inode = it->second;
   live_.erase(it);
+  pending_names_.push_back({PendingName::kRename, from, to, inode});
   live_[to] = std::move(inode);
   CountOp();
   return absl::OkStatus();
@@ -266,6 +269,10 @@ absl::Status MemFileSystem::SyncDir(const std::string& dir) {
   for (const auto& [path, inode] : live_) {
     if (ParentDir(path) == dir) durable_[path] = inode;
   }
+  // What this directory's pending changes did is durable now.
+  std::erase_if(pending_names_, [&](const PendingName& p) {
+    return ParentDir(p.path) == dir && (p.kind != PendingName::kRename || ParentDir(p.to) == dir);
+  });
   CountOp();
   return absl::OkStatus();
 }
@@ -290,6 +297,26 @@ void MemFileSystem::Crash(uint64_t seed, bool keep_unsynced) {
   absl::MutexLock l(&mu_);
   std::mt19937_64 rng(seed);
   ++generation_;
+  // A journaling file system commits name changes in order: any prefix of
+  // those not yet made durable by a directory sync may have reached the
+  // disk (none without keep_unsynced).
+  const size_t names_kept = keep_unsynced ? rng() % (pending_names_.size() + 1) : 0;
+  for (size_t i = 0; i < names_kept; ++i) {
+    const PendingName& p = pending_names_[i];
+    switch (p.kind) {
+      case PendingName::kCreate:
+        durable_[p.path] = p.inode;
+        break;
+      case PendingName::kRemove:
+        durable_.erase(p.path);
+        break;
+      case PendingName::kRename:
+        durable_.erase(p.path);
+        durable_[p.to] = p.inode;
+        break;
+    }
+  }
+  pending_names_.clear();
   live_ = durable_;
   for (auto& [path, inode] : live_) {
     std::string& d = inode->data;

@@ -4,8 +4,10 @@
 // Model: every file has its current bytes and its durable bytes (as of its
 // last successful Sync()); every directory has its current entries and its
 // durable entries (as of its last SyncDir()). Crash() throws away everything
-// not durable: names revert to the durable directory entries (unsynced
-// creations vanish, unsynced renames and removals come undone), and each file
+// not durable: names revert to the durable directory entries plus (with
+// keep_unsynced) a random prefix, in order, of the changes since (so
+// unsynced creations may vanish, unsynced renames and removals may come
+// undone), and each file
 // keeps its durable bytes plus a random prefix of the bytes appended after
 // them (a torn write), in which random 4 KiB pages read as zeros (pages
 // reach the disk in any order). Handles opened before Crash() fail every call
@@ -35,6 +37,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "worker/fs.h"
@@ -126,6 +129,16 @@ class MemFileSystem : public FileSystem {
   std::map<std::string, std::shared_ptr<Inode>> live_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Inode>> durable_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirs_ ABSL_GUARDED_BY(mu_);
+  // Name changes (creations, removals, renames) no directory sync has made
+  // durable yet, in the order they were made: Crash() applies a random
+  // prefix of them.
+  struct PendingName {
+    enum Kind { kCreate, kRemove, kRename } kind;
+    std::string path;  // the name created or removed; a rename's source
+    std::string to;    // a rename's target
+    std::shared_ptr<Inode> inode;
+  };
+  std::vector<PendingName> pending_names_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t appends_before_failure_ ABSL_GUARDED_BY(mu_) = -1;
   int append_errno_ ABSL_GUARDED_BY(mu_) = 0;

@@ -60,13 +60,41 @@ TEST_F(MemFsTest, SyncedFileWithoutSyncDirVanishesOnCrash) {
   ASSERT_THAT(f->Append("hello"), IsOk());
   ASSERT_THAT(f->Sync(), IsOk());
   EXPECT_TRUE(fs_.Exists(kA));
-  fs_.Crash(1);
+  fs_.Crash(1, /*keep_unsynced=*/false);  // (with it, a prefix may stay)
   EXPECT_FALSE(fs_.Exists(kA));
   EXPECT_THAT(fs_.ReadFileToString(kA), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(fs_.FileSize(kA), StatusIs(absl::StatusCode::kNotFound));
   auto names = fs_.ListDir(kDir);
   ASSERT_THAT(names, IsOk());
   EXPECT_THAT(*names, IsEmpty());
+}
+
+// Unsynced name changes reach the disk in order: a crash keeps a prefix of
+// them (with keep_unsynced), never a later one without the earlier ones.
+TEST_F(MemFsTest, CrashKeepsAPrefixOfUnsyncedNameChanges) {
+  std::set<std::pair<bool, bool>> outcomes;  // (a exists, b exists)
+  for (uint64_t seed = 0; seed < 64; ++seed) {
+    MemFileSystem fs;
+    ASSERT_THAT(fs.CreateDir(kDir), IsOk());
+    ASSERT_THAT(fs.OpenWritable(kA, false), IsOk());  // 1: create a
+    ASSERT_THAT(fs.OpenWritable(kB, false), IsOk());  // 2: create b
+    ASSERT_THAT(fs.Remove(kA), IsOk());               // 3: remove a
+    fs.Crash(seed, /*keep_unsynced=*/true);
+    outcomes.insert({fs.Exists(kA), fs.Exists(kB)});
+  }
+  // Prefixes 0..3: {}, {a}, {a, b}, {b}; every one seen.
+  EXPECT_EQ(outcomes, (std::set<std::pair<bool, bool>>{
+                          {false, false}, {true, false}, {true, true}, {false, true}}));
+  // Without keep_unsynced none survives; a directory sync makes them durable.
+  MemFileSystem fs;
+  ASSERT_THAT(fs.CreateDir(kDir), IsOk());
+  ASSERT_THAT(fs.OpenWritable(kA, false), IsOk());
+  fs.Crash(1, /*keep_unsynced=*/false);
+  EXPECT_FALSE(fs.Exists(kA));
+  ASSERT_THAT(fs.OpenWritable(kA, false), IsOk());
+  ASSERT_THAT(fs.SyncDir(kDir), IsOk());
+  fs.Crash(2, /*keep_unsynced=*/true);
+  EXPECT_TRUE(fs.Exists(kA));
 }
 
 TEST_F(MemFsTest, SyncDirMakesSyncedFileSurviveCrash) {
@@ -183,7 +211,7 @@ TEST_F(MemFsTest, RenameWithoutSyncDirRevertsOnCrash) {
   ASSERT_THAT(fs_.Rename(kA, kB), IsOk());
   EXPECT_FALSE(fs_.Exists(kA));
   EXPECT_EQ(Read(kB), "A");
-  fs_.Crash(1);
+  fs_.Crash(1, /*keep_unsynced=*/false);  // (with it, a prefix may stay)
   EXPECT_EQ(Read(kA), "A");
   EXPECT_EQ(Read(kB), "B");
 }
@@ -202,7 +230,7 @@ TEST_F(MemFsTest, RemoveWithoutSyncDirRevertsOnCrash) {
   MakeDurable(kA, "A");
   ASSERT_THAT(fs_.Remove(kA), IsOk());
   EXPECT_FALSE(fs_.Exists(kA));
-  fs_.Crash(1);
+  fs_.Crash(1, /*keep_unsynced=*/false);  // (with it, a prefix may stay)
   EXPECT_EQ(Read(kA), "A");
 }
 
