@@ -13,6 +13,23 @@
 namespace segkv::worker {
 namespace {
 
+// pwrite(2) all of `data` at `offset` (retrying short writes and EINTR).
+// Returns how many bytes were written in *written, also on error.
+absl::Status PwriteAll(int fd, absl::string_view data, uint64_t offset,
+                       const std::string& path, uint64_t* written) {
+  *written = 0;
+  while (!data.empty()) {
+    ssize_t n = ::pwrite(fd, data.data(), data.size(), offset + *written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoToStatus(errno, "write", path);
+    }
+    *written += n;
+    data.remove_prefix(n);
+  }
+  return absl::OkStatus();
+}
+
 class PosixWritableFile : public WritableFile {
  public:
   PosixWritableFile(std::string path, int fd, uint64_t size)
@@ -20,16 +37,10 @@ class PosixWritableFile : public WritableFile {
   ~PosixWritableFile() override { ::close(fd_); }
 
   absl::Status Append(absl::string_view data) override {
-    while (!data.empty()) {
-      ssize_t n = ::pwrite(fd_, data.data(), data.size(), size_);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoToStatus(errno, "write", path_);
-      }
-      size_ += n;
-      data.remove_prefix(n);
-    }
-    return absl::OkStatus();
+    uint64_t written = 0;
+    absl::Status s = PwriteAll(fd_, data, size_, path_, &written);
+    size_ += written;  // a failed append may have written a prefix
+    return s;
   }
 
   absl::Status Sync() override {
@@ -41,16 +52,8 @@ class PosixWritableFile : public WritableFile {
     if (offset + data.size() > size_) {
       return absl::InvalidArgumentError(absl::StrCat("write past the end of ", path_));
     }
-    while (!data.empty()) {
-      ssize_t n = ::pwrite(fd_, data.data(), data.size(), offset);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoToStatus(errno, "write", path_);
-      }
-      offset += n;
-      data.remove_prefix(n);
-    }
-    return absl::OkStatus();
+    uint64_t written = 0;
+    return PwriteAll(fd_, data, offset, path_, &written);
   }
 
   void StartWriteback(uint64_t offset, uint64_t n) override {
