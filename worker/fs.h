@@ -91,7 +91,9 @@ class FileSystem {
   // fsync(2) of the directory: makes its entries' creation, renames and
   // removals durable.
   virtual absl::Status SyncDir(const std::string& dir) = 0;
-  // Creates `dir` (and missing parents); OK if it exists.
+  // Creates `dir` (and missing parents); OK if it exists. Each directory it
+  // creates is durable in its parent when it returns (the parent is
+  // fsynced), so a nested path created at once survives a crash whole.
   virtual absl::Status CreateDir(const std::string& dir) = 0;
   virtual bool Exists(const std::string& path) = 0;
 };

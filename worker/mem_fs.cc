@@ -280,8 +280,8 @@ absl::Status MemFileSystem::SyncDir(const std::string& dir) {
 absl::Status MemFileSystem::CreateDir(const std::string& dir) {
   absl::MutexLock l(&mu_);
   if (auto s = CheckKill(); !s.ok()) return s;
-  // Directories are durable at once in this model: the engine's directory
-  // layout is created before any data, and tests crash after that.
+  // Directories are durable at once in this model, as FileSystem::CreateDir
+  // promises (the POSIX one fsyncs the parent of each directory it makes).
   for (std::string d = dir; !d.empty(); d = ParentDir(d)) dirs_.insert(d);
   dirs_.insert("");
   CountOp();

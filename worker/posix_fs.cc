@@ -209,13 +209,19 @@ absl::Status PosixFileSystem::SyncDir(const std::string& dir) {
 }
 
 absl::Status PosixFileSystem::CreateDir(const std::string& dir) {
-  // Create each missing component, parents first.
+  // Create each missing component, parents first, and make each one
+  // durable in its parent (fsync of the parent) before going deeper.
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos != dir.size() && dir[pos] != '/') continue;
     std::string prefix = dir.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (::mkdir(prefix.c_str(), 0755) != 0) {
+      if (errno == EEXIST) continue;
       return ErrnoToStatus(errno, "mkdir", prefix);
     }
+    const size_t slash = prefix.find_last_of('/');
+    const std::string parent =
+        slash == std::string::npos ? "." : slash == 0 ? "/" : prefix.substr(0, slash);
+    if (absl::Status s = SyncDir(parent); !s.ok()) return s;
   }
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) return ErrnoToStatus(errno, "stat", dir);
