@@ -114,6 +114,17 @@ class ServerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     StartServer();
   }
+  // Calls sent with a 50 ms timeout and seen queued by `queued_by` have a
+  // server deadline of at most `queued_by` + 50 ms (receipt + the timeout
+  // the client sent): returns once that has passed.
+  static void WaitPastTheirDeadline(absl::Time queued_by) {
+    absl::SleepFor(queued_by + absl::Milliseconds(60) - absl::Now());
+  }
+  void ExpectMissing(const std::string& key) {
+    auto get = client_->Get(key);
+    ASSERT_THAT(get, IsOk()) << key;
+    EXPECT_FALSE(get->found()) << key;
+  }
   uint64_t TotalKeys() {
     auto st = client_->Status();
     EXPECT_THAT(st, IsOk());
@@ -544,18 +555,12 @@ TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceededAndNotApplied) {
   const absl::Time queued_by = absl::Now();
   put.join();
   write.join();
-  absl::SleepFor(queued_by + absl::Milliseconds(60) - absl::Now());
+  WaitPastTheirDeadline(queued_by);
   blocker->release.Notify();
   blocker->done.WaitForNotification();
   // The worker meets the requests after their deadline and applies neither.
-  auto get = client_->Get("late");
-  ASSERT_THAT(get, IsOk());
-  EXPECT_FALSE(get->found());
-  for (const auto& op : batch.ops()) {
-    get = client_->Get(op.put().key());
-    ASSERT_THAT(get, IsOk());
-    EXPECT_FALSE(get->found()) << op.put().key();
-  }
+  ExpectMissing("late");
+  for (const auto& op : batch.ops()) ExpectMissing(op.put().key());
 }
 
 // The worker checks deadlines against the clock after each read it runs,
@@ -577,14 +582,12 @@ TEST_F(ServerTest, ARequestBehindASlowReadIsCheckedWhenItsTurnComes) {
   const absl::Time queued_by = absl::Now();
   first->release.Notify();
   slow->running.WaitForNotification();
-  // The Put's deadline (receipt + at most 50 ms) passes while `slow` runs.
+  // The Put's deadline passes while `slow` runs.
   put.join();
-  absl::SleepFor(queued_by + absl::Milliseconds(60) - absl::Now());
+  WaitPastTheirDeadline(queued_by);
   slow->release.Notify();
   slow->done.WaitForNotification();
-  auto get = client_->Get("behind");
-  ASSERT_THAT(get, IsOk());
-  EXPECT_FALSE(get->found());
+  ExpectMissing("behind");
 }
 
 // A value written under larger limits than the server now runs with can be
