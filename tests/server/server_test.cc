@@ -60,6 +60,13 @@ class Blocker : public worker::Request {
   absl::Notification running, release, done;
 };
 
+// A client of `server` with the default timeout.
+client::Client ClientFor(const Server& server) {
+  client::ClientOptions co;
+  co.endpoint = server.address();
+  return client::Client(co);
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -717,9 +724,7 @@ TEST_F(ServerTest, AFailedCloseIsReported) {
   auto started = Server::Start(o);
   ASSERT_THAT(started, IsOk());
   {
-    client::ClientOptions co;
-    co.endpoint = (*started)->address();
-    client::Client c(co);
+    client::Client c = ClientFor(*(*started));
     ASSERT_THAT(c.Put("k", "v"), IsOk());
   }
   fs.FailSyncsAfter(0, EIO);
@@ -893,9 +898,7 @@ TEST_F(ServerTest, BatchValuesOverTheMessageLimitAreInvalidArgument) {
   auto started = Server::Start(o);
   ASSERT_THAT(started, IsOk());
   std::unique_ptr<Server> server = std::move(*started);
-  client::ClientOptions co;
-  co.endpoint = server->address();
-  client::Client c(co);
+  client::Client c = ClientFor(*server);
   const std::string old_value(64 << 10, 'o'), new_value = "n";
   v1::BatchGetRequest get_all;
   for (int i = 0; i < 8; ++i) {
@@ -1124,18 +1127,14 @@ TEST_F(ServerTest, EveryKillWhileCreatingTheDataDirThenARestartThenAPowerLoss) {
     {
       auto started = Server::Start(o);
       ASSERT_THAT(started, IsOk());
-      client::ClientOptions co;
-      co.endpoint = (*started)->address();
-      client::Client c(co);
+      client::Client c = ClientFor(*(*started));
       ASSERT_THAT(c.Put("k", "v"), IsOk());
       fs.Crash(n, /*keep_unsynced=*/false);
       (*started)->Shutdown(absl::Seconds(5));
     }
     auto started = Server::Start(o);
     ASSERT_THAT(started, IsOk());
-    client::ClientOptions co;
-    co.endpoint = (*started)->address();
-    client::Client c(co);
+    client::Client c = ClientFor(*(*started));
     auto got = c.Get("k");
     ASSERT_THAT(got, IsOk());
     EXPECT_EQ(got->value(), "v");
@@ -1153,9 +1152,7 @@ TEST_F(ServerTest, PartitionsCloseInParallelAtShutdown) {
   auto started = Server::Start(o);
   ASSERT_THAT(started, IsOk());
   std::unique_ptr<Server> server = std::move(*started);
-  client::ClientOptions co;
-  co.endpoint = server->address();
-  client::Client c(co);
+  client::Client c = ClientFor(*server);
   std::set<uint32_t> written;
   for (int i = 0; written.size() < 2; ++i) {
     const std::string key = absl::StrCat("key-", i);
@@ -1177,9 +1174,7 @@ TEST_F(ServerTest, StorageErrorsReachClientsWithTheirCodes) {
   auto started = Server::Start(o);
   ASSERT_THAT(started, IsOk());
   std::unique_ptr<Server> server = std::move(*started);
-  client::ClientOptions co;
-  co.endpoint = server->address();
-  client::Client c(co);
+  client::Client c = ClientFor(*server);
   // More than one 1 MiB segment, so segment 0 is sealed.
   const std::string value(32 << 10, 'v');
   for (int i = 0; i < 40; ++i) ASSERT_THAT(c.Put(absl::StrCat("k", i), value), IsOk());
