@@ -434,16 +434,18 @@ absl::Status CmdCheckpoint(Client& c, const Invocation& inv, std::ostream& out) 
                          .Uint("id", p.id())
                          .Uint("covered_address", p.covered_address())
                          .Uint("bytes", p.bytes())
+                         .Double("sync_ms", p.sync_ms())
                          .Double("copy_ms", p.copy_ms())
                          .Double("write_seconds", p.write_seconds()));
     }
     out << JsonArray(objs) << "\n";
   } else {
-    Table t({"PARTITION", "CHECKPOINT", "COVERED_ADDRESS", "BYTES", "COPY_MS",
-             "WRITE_SECONDS"});
+    Table t({"PARTITION", "CHECKPOINT", "COVERED_ADDRESS", "BYTES", "SYNC_MS",
+             "COPY_MS", "WRITE_SECONDS"});
     for (const v1::PartitionCheckpoint& p : r->partitions()) {
       t.AddRow({absl::StrCat(p.partition()), absl::StrCat(p.id()),
                 absl::StrCat(p.covered_address()), absl::StrCat(p.bytes()),
+                absl::StrFormat("%.2f", p.sync_ms()),
                 absl::StrFormat("%.2f", p.copy_ms()),
                 absl::StrFormat("%.3f", p.write_seconds())});
     }

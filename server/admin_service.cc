@@ -139,6 +139,7 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* ctx,
       out->set_last_checkpoint_bytes(c.file_size);
     }
     out->set_last_checkpoint_copy_ms(st.checkpoints.last_copy_ms);
+    out->set_last_checkpoint_sync_ms(st.checkpoints.last_sync_ms);
     out->set_last_checkpoint_write_seconds(st.checkpoints.last_write_seconds);
     out->set_checkpoints_taken(st.checkpoints.taken);
     out->set_checkpoints_failed(st.checkpoints.failed);
@@ -197,6 +198,7 @@ grpc::ServerUnaryReactor* AdminService::Checkpoint(
           out->set_bytes(st.checkpoints.last->file_size);
         }
         out->set_copy_ms(st.checkpoints.last_copy_ms);
+        out->set_sync_ms(st.checkpoints.last_sync_ms);
         out->set_write_seconds(st.checkpoints.last_write_seconds);
         return absl::OkStatus();
       });

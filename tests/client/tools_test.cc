@@ -228,10 +228,10 @@ TEST_F(ToolsTest, SegkvctlCheckpoint) {
   std::vector<std::vector<std::string>> rows = TableRows(table.out);
   ASSERT_EQ(rows.size(), 3u) << table.out;
   EXPECT_THAT(rows[0], ElementsAre("PARTITION", "CHECKPOINT", "COVERED_ADDRESS", "BYTES",
-                                   "COPY_MS", "WRITE_SECONDS"));
+                                   "SYNC_MS", "COPY_MS", "WRITE_SECONDS"));
   for (int p = 0; p < 2; ++p) {
     const v1::PartitionStatus& s = st->partitions(p);
-    ASSERT_EQ(rows[p + 1].size(), 6u) << table.out;
+    ASSERT_EQ(rows[p + 1].size(), 7u) << table.out;
     EXPECT_EQ(rows[p + 1][0], absl::StrCat(p));
     EXPECT_EQ(rows[p + 1][1], "1");
     EXPECT_EQ(rows[p + 1][2], absl::StrCat(before->partitions(p).tail_address()));
@@ -255,6 +255,7 @@ TEST_F(ToolsTest, SegkvctlCheckpoint) {
               ElementsAre(st->partitions(0).last_checkpoint_bytes(),
                           st->partitions(1).last_checkpoint_bytes()));
   EXPECT_THAT(json.out, HasSubstr("\"copy_ms\":"));
+  EXPECT_THAT(json.out, HasSubstr("\"sync_ms\":"));
   EXPECT_THAT(json.out, HasSubstr("\"write_seconds\":"));
 
   Result status_json = Ctl("-w json status");

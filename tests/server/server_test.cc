@@ -1165,7 +1165,8 @@ TEST_F(ServerTest, PartitionsCloseInParallelAtShutdown) {
 }
 
 // Storage errors through the service, on a file system that can fail: a
-// full disk is RESOURCE_EXHAUSTED and passes; a failed fsync is
+// full disk is RESOURCE_EXHAUSTED and passes; a read-only one UNAVAILABLE
+// and passes; a failed fsync is
 // UNAVAILABLE for every later write while reads go on; damage is
 // DATA_LOSS.
 TEST_F(ServerTest, StorageErrorsReachClientsWithTheirCodes) {
@@ -1210,6 +1211,24 @@ TEST_F(ServerTest, StorageErrorsReachClientsWithTheirCodes) {
     scan.set_cursor(page->next_cursor());
   }
   EXPECT_EQ(scan_code, absl::StatusCode::kDataLoss);
+
+  // A read-only disk (EROFS) is an I/O error like any other: UNAVAILABLE,
+  // not PERMISSION_DENIED, which would blame the caller; nothing applied.
+  fs.FailAppendsAfter(0, EROFS);
+  EXPECT_THAT(c.Put("read-only", value),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("Read-only file system")));
+  v1::BatchWriteRequest batch;
+  batch.add_ops()->mutable_put()->set_key("read-only-batch");
+  batch.mutable_ops(0)->mutable_put()->set_value(value);
+  auto batch_resp = c.BatchWrite(batch);
+  ASSERT_THAT(batch_resp, IsOk());
+  EXPECT_EQ(batch_resp->results(0).status().code(), grpc::StatusCode::UNAVAILABLE);
+  fs.FailAppendsAfter(-1, 0);
+  for (const char* key : {"read-only", "read-only-batch"}) {
+    got = c.Get(key);
+    ASSERT_THAT(got, IsOk());
+    EXPECT_FALSE(got->found()) << key;
+  }
 
   fs.FailSyncsAfter(0, EIO);
   EXPECT_THAT(c.Put("lost", "v"), StatusIs(absl::StatusCode::kUnavailable));
@@ -1387,6 +1406,8 @@ TEST_F(ServerTest, CheckpointCoversEveryPartitionAndStatusReportsIt) {
     EXPECT_EQ(s.last_checkpoint_covered_address(), c.covered_address());
     EXPECT_EQ(s.last_checkpoint_bytes(), c.bytes());
     EXPECT_EQ(s.last_checkpoint_copy_ms(), c.copy_ms());
+    EXPECT_GE(c.sync_ms(), 0.0);
+    EXPECT_EQ(s.last_checkpoint_sync_ms(), c.sync_ms());
     EXPECT_EQ(s.last_checkpoint_write_seconds(), c.write_seconds());
     EXPECT_GE(s.last_checkpoint_unix_ms(), t0);
     EXPECT_LE(s.last_checkpoint_unix_ms(), t1);
