@@ -764,6 +764,19 @@ absl::StatusOr<uint64_t> Partition::Scan(uint64_t cursor,
     scanned += h.size();
     address = log_->Skip(address + h.size());
   }
+  // The cursor this returns comes back as a client's address, where "no
+  // record here" means a bad cursor. So a page that ends right before a
+  // damaged record reports the damage now, as one that ran into it would.
+  if (scanned > 0 && address < log_->tail()) {
+    RecordHeader h;
+    absl::string_view rec;
+    if (absl::Status s = log_->RecordAt(address, &h, &rec); !s.ok()) {
+      if (s.code() == absl::StatusCode::kInvalidArgument) {
+        return absl::DataLossError(s.message());
+      }
+      return s;
+    }
+  }
   if (scanned_bytes != nullptr) *scanned_bytes = scanned;
   return address >= log_->tail() ? 0 : address;
 }
@@ -1122,7 +1135,10 @@ std::optional<uint64_t> Partition::PickVictim(double min_ratio, bool young_segme
 }
 
 void Partition::StartCompaction(double min_dead_ratio) {
-  forced_ratio_ = std::max(0.0, min_dead_ratio);
+  // A call while a pass runs lowers its threshold, never raises it: the
+  // running pass then does what both callers asked for (each waits for it).
+  const double ratio = std::max(0.0, min_dead_ratio);
+  forced_ratio_ = std::min(forced_ratio_.value_or(ratio), ratio);
 }
 
 absl::Status Partition::Compact(double min_dead_ratio) {

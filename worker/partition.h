@@ -319,7 +319,8 @@ class Partition {
   // manifest (joins one already running first).
   absl::StatusOr<CheckpointInfo> Checkpoint();
   // Starts a pass that compacts, in Tick() steps, every sealed segment with
-  // at least `min_dead_ratio` of dead bytes (and any dead byte at 0).
+  // at least `min_dead_ratio` of dead bytes (and any dead byte at 0). If a
+  // pass is running, it goes on with the lower of the two thresholds.
   void StartCompaction(double min_dead_ratio);
   // With remove_in_background: returns once every file dropped so far is
   // unlinked. Otherwise returns at once.

@@ -363,6 +363,42 @@ TEST_F(CompactionTest, ActiveSegmentIsNeverCompacted) {
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
+// Two Admin.Compact calls at once share one pass: the second, with a
+// higher threshold, must not raise the first one's.
+TEST_F(CompactionTest, ASecondStartCompactionNeverRaisesTheThreshold) {
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("stable", i)));
+  }
+  for (int round = 0; round < 6; ++round) {
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_NO_FATAL_FAILURE(Put(absl::StrCat("hot", i)));
+    }
+  }
+  const double dead0 = p_->DeadRatio(0);
+  ASSERT_GT(dead0, 0.0);
+  ASSERT_LT(dead0, 0.99);
+  p_->StartCompaction(0.0);
+  p_->StartCompaction(0.99);
+  for (int ticks = 0; p_->compaction_running(); ++ticks) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(ticks, 10000) << "compaction never finished";
+  }
+  EXPECT_FALSE(HasSegment(*p_, 0)) << "segment 0, " << dead0 << " dead, was left";
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  // A lower second threshold does lower it.
+  ASSERT_NO_FATAL_FAILURE(OverwriteUntilActive(Active() + 2, "hot"));
+  p_->StartCompaction(2.0);
+  p_->StartCompaction(0.0);
+  for (int ticks = 0; p_->compaction_running(); ++ticks) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(ticks, 10000) << "compaction never finished";
+  }
+  for (uint64_t id : SegmentIds(*p_)) {
+    if (id != Active()) EXPECT_EQ(p_->DeadRatio(id), 0.0) << "segment " << id;
+  }
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
 TEST_F(CompactionTest, StartCompactionRunsInTickStepsBesideWrites) {
   o_.compaction_min_step = 512;  // a few records per Tick
   o_.compaction_work_ratio = 0.01;

@@ -197,6 +197,28 @@ TEST_F(LogCorruptionTest, DamageFoundByScanIsDataLoss) {
               StatusIs(absl::StatusCode::kDataLoss));
 }
 
+TEST_F(LogCorruptionTest, DamageRightAfterAScanPageIsDataLoss) {
+  // The page ends just before the damaged record: its cursor would come
+  // back as a client's, where no record means a bad cursor
+  // (INVALID_ARGUMENT). The damage is reported with the page instead.
+  UseLargeSegments();
+  Write(100);
+  auto p = Reopen();
+  ASSERT_THAT(p, IsOk());
+  std::vector<ScanItem> items;
+  auto cursor = (*p)->Scan(0, "", 50, false, 1 << 20, &items);
+  ASSERT_THAT(cursor, IsOk());
+  ASSERT_EQ(*cursor, OffsetOf(50));
+  Edit(SegmentPath(0), [](std::string& d) { d[OffsetOf(50) + 40] ^= 1; });
+  items.clear();
+  EXPECT_THAT((*p)->Scan(0, "", 50, false, 1 << 20, &items),
+              StatusIs(absl::StatusCode::kDataLoss));
+  // The page before it is unaffected.
+  items.clear();
+  EXPECT_THAT((*p)->Scan(0, "", 49, false, 1 << 20, &items), IsOk());
+  EXPECT_EQ(items.size(), 49u);
+}
+
 TEST_F(LogCorruptionTest, BadCrcInSealedSegmentIsDataLoss) {
   Write(400);
   ASSERT_GE(segments_, 3u);
