@@ -12,7 +12,10 @@
 # shared machine one long run of each side can land in different phases of
 # the host's load, and the no-op server's own throughput is bimodal here
 # (about 30k or 50k unary QPS from one run to the next); alternating rounds
-# expose both sides to the same conditions.
+# expose both sides to the same conditions. While one server is measured
+# the others are stopped (SIGSTOP), so no idle server's background work
+# (segkvd compacting what the last load wrote, its syncs and checkpoints;
+# etcd's own) runs in another's window: it runs, and counts, in its own.
 #
 # The client shares the machine with the server under test. segkvd runs
 # with --workers=1 here: on a 2-core machine that also runs the load
@@ -32,6 +35,10 @@ for arg in "$@"; do
     *) echo "usage: $0 [--json] [--duration=5s] [--rounds=3]" >&2; exit 2 ;;
   esac
 done
+if ! [[ "$rounds" =~ ^[1-9][0-9]*$ ]]; then
+  echo "service_bench: --rounds must be a positive integer" >&2
+  exit 2
+fi
 
 tools/install_deps.sh etcd-server
 bazel build --config=opt //server:segkvd //bench:segkv-bench //bench:segkv-noop-server >&2
@@ -39,11 +46,12 @@ bazel build --config=opt //server:segkvd //bench:segkv-bench //bench:segkv-noop-
 work=$(mktemp -d "${TMPDIR:-/tmp}/segkv-service-bench-XXXXXX")
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+failed=0
 
 # Starts a server that prints "... listening on HOST:PORT" and sets $addr.
 start_listener() {
@@ -53,6 +61,7 @@ start_listener() {
   for _ in $(seq 1 300); do
     addr=$(sed -n 's/.*listening on //p' "$work/$name.out")
     if [ -n "$addr" ]; then return; fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break  # it exited
     sleep 0.1
   done
   echo "service_bench: $name did not start:" >&2
@@ -60,8 +69,10 @@ start_listener() {
   exit 1
 }
 
-# Two distinct free ports, both held until both are picked (etcd takes a
-# client and a peer port; it has no "port 0").
+# Two distinct free ports (etcd takes a client and a peer port; it has no
+# "port 0"). Both are held until both are picked, so they differ; they are
+# free again when etcd binds them, so another process could take one first:
+# etcd then exits and the script says so.
 free_ports() {
   python3 -c '
 import socket
@@ -70,23 +81,42 @@ a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
 print(a.getsockname()[1], b.getsockname()[1])'
 }
 
-bench() {  # label, segkv-bench flags...; appends to $work/label.jsonl
+# bench LABEL FLAGS...: one segkv-bench run; appends its JSON line to
+# $work/LABEL.jsonl. A failed run (segkv-bench exits non-zero: over 1% of
+# requests failed) is reported and left out; the script goes on and exits 1
+# at the end.
+bench() {
   local label=$1; shift
-  local out
-  out=$(bazel-bin/bench/segkv-bench --duration="$duration" --json "$@")
+  local out rc=0
+  out=$(bazel-bin/bench/segkv-bench --duration="$duration" --json "$@") || rc=$?
   echo "$out" | grep '^segkv-bench' | sed "s/^/[$label] /" >&2
+  if [ "$rc" -ne 0 ]; then
+    echo "service_bench: [$label] segkv-bench failed (exit $rc); this run is left out" >&2
+    failed=1
+    return 0
+  fi
   echo "$out" | tail -1 >>"$work/$label.jsonl"
 }
 
-# pair LABEL_A "FLAGS_A" LABEL_B "FLAGS_B": --rounds rounds, alternating
-# which side goes first.
+# Only the server under test runs: the others are stopped (SIGSTOP), so the
+# idle one's background work (segkvd's interval syncs, checkpoints and
+# compaction of what the last load wrote; etcd's) never lands in the other
+# side's measured window. It runs, and is charged, in its own rounds.
+only() {  # PID: resume it, stop every other server
+  for p in "${pids[@]}"; do
+    if [ "$p" = "$1" ]; then kill -CONT "$p"; else kill -STOP "$p" 2>/dev/null || true; fi
+  done
+}
+
+# pair LABEL_A PID_A "FLAGS_A" LABEL_B PID_B "FLAGS_B": --rounds rounds,
+# alternating which side goes first.
 pair() {
-  local a=$1 fa=$2 b=$3 fb=$4
+  local a=$1 pa=$2 fa=$3 b=$4 pb=$5 fb=$6
   for r in $(seq 1 "$rounds"); do
     if [ $((r % 2)) -eq 1 ]; then
-      bench "$a" $fa; bench "$b" $fb
+      only "$pa"; bench "$a" $fa; only "$pb"; bench "$b" $fb
     else
-      bench "$b" $fb; bench "$a" $fa
+      only "$pb"; bench "$b" $fb; only "$pa"; bench "$a" $fa
     fi
   done
 }
@@ -105,18 +135,21 @@ noop_pid=${pids[-1]}
 # its measured window (--server_pid): less noisy than QPS on this machine.
 sk_cpu="--server_pid=$sk_pid"
 noop_cpu="--server_pid=$noop_pid"
-pair put_segkv "--target=segkv --endpoint=$sk --mix=put:100 --inflight=64 $sk_cpu" \
-     put_noop "--target=noop --endpoint=$noop --mix=put:100 --inflight=64 $noop_cpu"
-pair get_segkv "--target=segkv --endpoint=$sk --mix=get:100 --inflight=64 --preload $sk_cpu" \
-     get_noop "--target=noop --endpoint=$noop --mix=get:100 --inflight=64 --preload $noop_cpu"
-pair batch_segkv "--target=segkv --endpoint=$sk --mix=batch_put:100 --batch=100 --inflight=16 $sk_cpu" \
-     batch_noop "--target=noop --endpoint=$noop --mix=batch_put:100 --batch=100 --inflight=16 $noop_cpu"
-kill "$sk_pid"; wait "$sk_pid" 2>/dev/null || true
+pair put_segkv "$sk_pid" "--target=segkv --endpoint=$sk --mix=put:100 --inflight=64 $sk_cpu" \
+     put_noop "$noop_pid" "--target=noop --endpoint=$noop --mix=put:100 --inflight=64 $noop_cpu"
+pair get_segkv "$sk_pid" "--target=segkv --endpoint=$sk --mix=get:100 --inflight=64 --preload $sk_cpu" \
+     get_noop "$noop_pid" "--target=noop --endpoint=$noop --mix=get:100 --inflight=64 --preload $noop_cpu"
+pair batch_segkv "$sk_pid" "--target=segkv --endpoint=$sk --mix=batch_put:100 --batch=100 --inflight=16 $sk_cpu" \
+     batch_noop "$noop_pid" "--target=noop --endpoint=$noop --mix=batch_put:100 --batch=100 --inflight=16 $noop_cpu"
+kill -CONT "$sk_pid"; kill "$sk_pid"; wait "$sk_pid" 2>/dev/null || true
+keep=(); for p in "${pids[@]}"; do [ "$p" = "$sk_pid" ] || keep+=("$p"); done
+pids=("${keep[@]}")
 
 start_listener segkvd-always $segkvd --listen=127.0.0.1:0 --data_dir="$work/segkv-always" \
   --workers=1 --durability=always
 sk=$addr
-sk_cpu="--server_pid=${pids[-1]}"
+sk_pid=${pids[-1]}
+sk_cpu="--server_pid=$sk_pid"
 read -r client_port peer_port < <(free_ports)
 etcd --name bench --data-dir "$work/etcd" \
   --listen-client-urls "http://127.0.0.1:$client_port" \
@@ -134,15 +167,29 @@ for _ in $(seq 1 300); do
   kill -0 "$etcd_pid" 2>/dev/null || break  # it exited
   sleep 0.1
 done
+# Its port accepts before it has elected itself leader: wait until a Put
+# goes through.
+if [ "$etcd_up" = 1 ]; then
+  etcd_up=0
+  for _ in $(seq 1 100); do
+    if timeout 10 bazel-bin/bench/segkv-bench --target=etcd --endpoint="127.0.0.1:$client_port" \
+         --mix=put:100 --inflight=1 --duration=100ms --warmup=0s >/dev/null 2>&1; then
+      etcd_up=1; break
+    fi
+    kill -0 "$etcd_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+fi
 if [ "$etcd_up" != 1 ]; then
-  echo "service_bench: etcd did not start on 127.0.0.1:$client_port:" >&2
+  echo "service_bench: etcd did not start serving on 127.0.0.1:$client_port:" >&2
   cat "$work/etcd.out" >&2
   exit 1
 fi
-pair sync_put_segkv "--target=segkv --endpoint=$sk --mix=put:100 --inflight=256 $sk_cpu" \
-     etcd_put "--target=etcd --endpoint=127.0.0.1:$client_port --mix=put:100 --inflight=256 $etcd_cpu"
+pair sync_put_segkv "$sk_pid" "--target=segkv --endpoint=$sk --mix=put:100 --inflight=256 $sk_cpu" \
+     etcd_put "$etcd_pid" "--target=etcd --endpoint=127.0.0.1:$client_port --mix=put:100 --inflight=256 $etcd_cpu"
 # The most any server could reach at this load here: the no-op server at
 # 256 in flight. It bounds what the durable-Put-vs-etcd ratio can be.
+only "$noop_pid"
 for r in $(seq 1 "$rounds"); do
   bench put256_noop --target=noop --endpoint="$noop" --mix=put:100 --inflight=256 $noop_cpu
 done
@@ -150,9 +197,17 @@ done
 python3 - "$work" "$json" "$rounds" <<'PY'
 import json, statistics, sys
 work, want_json, rounds = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
-runs = {k: [json.loads(l) for l in open(f"{work}/{k}.jsonl")] for k in
+import os
+def load(k):  # a label none of whose runs succeeded has no file
+  path = f"{work}/{k}.jsonl"
+  return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+runs = {k: load(k) for k in
         ["put_segkv", "put_noop", "get_segkv", "get_noop", "batch_segkv",
          "batch_noop", "sync_put_segkv", "etcd_put", "put256_noop"]}
+def num(x, fmt):  # a figure no run produced prints as n/a
+  return "n/a" if x is None else format(x, fmt)
+def rnd(x, n=None):
+  return None if x is None else round(x, n)
 # Each figure is the median over the rounds. A CPU time segkv-bench could
 # not read is -1: left out, and a figure with no round at all is None.
 def median(vals):
@@ -175,8 +230,8 @@ rows = [
 ]
 print(f"{'load':32} {'segkv':>12} {'other':>12} {'vs':>6} {'ratio':>7}  bar")
 for name, a, b, other, bar in rows:
-  print(f"{name:32} {a:12.0f} {b:12.0f} {other:>6} {ratio(a, b):7.2f}  {bar}")
-print(f"ceiling of the line above: the no-op server at Put @256 does {r['put256_noop']['qps']:.0f} QPS, "
+  print(f"{name:32} {num(a, '12.0f'):>12} {num(b, '12.0f'):>12} {other:>6} {ratio(a, b):7.2f}  {bar}")
+print(f"ceiling of the line above: the no-op server at Put @256 does {num(r['put256_noop']['qps'], '.0f')} QPS, "
       f"{ratio(r['put256_noop']['qps'], r['etcd_put']['qps']):.2f}x etcd")
 print("CPU time per key in the measured window, microseconds (medians; steadier than QPS):")
 print(f"{'load':32} {'segkv srv':>12} {'other srv':>12} {'vs':>6} {'ratio':>7} {'client(s)':>10} {'client(o)':>10}")
@@ -198,19 +253,19 @@ for a, b, f in [("put_segkv", "put_noop", "qps"), ("get_segkv", "get_noop", "qps
   print(f"  {a:16} " + "  ".join(f"{x[f]:.0f}/{y[f]:.0f}" for x, y in zip(runs[a], runs[b])))
 if want_json:
   print(json.dumps({
-    "put_qps": round(r["put_segkv"]["qps"]), "get_qps": round(r["get_segkv"]["qps"]),
-    "noop_qps": round(r["put_noop"]["qps"]), "noop_get_qps": round(r["get_noop"]["qps"]),
-    "batch_put_keys_per_s": round(r["batch_segkv"]["keys_per_s"]),
-    "noop_batch_keys_per_s": round(r["batch_noop"]["keys_per_s"]),
-    "sync_put_qps": round(r["sync_put_segkv"]["qps"]), "etcd_put_qps": round(r["etcd_put"]["qps"]),
+    "put_qps": rnd(r["put_segkv"]["qps"]), "get_qps": rnd(r["get_segkv"]["qps"]),
+    "noop_qps": rnd(r["put_noop"]["qps"]), "noop_get_qps": rnd(r["get_noop"]["qps"]),
+    "batch_put_keys_per_s": rnd(r["batch_segkv"]["keys_per_s"]),
+    "noop_batch_keys_per_s": rnd(r["batch_noop"]["keys_per_s"]),
+    "sync_put_qps": rnd(r["sync_put_segkv"]["qps"]), "etcd_put_qps": rnd(r["etcd_put"]["qps"]),
     "put_p99_us": r["put_segkv"]["p99_us"], "noop_p99_us": r["put_noop"]["p99_us"],
     "get_p99_us": r["get_segkv"]["p99_us"], "noop_get_p99_us": r["get_noop"]["p99_us"],
-    "put_ratio": round(ratio(r["put_segkv"]["qps"], r["put_noop"]["qps"]), 3),
-    "get_ratio": round(ratio(r["get_segkv"]["qps"], r["get_noop"]["qps"]), 3),
-    "batch_ratio": round(ratio(r["batch_segkv"]["keys_per_s"], r["batch_noop"]["keys_per_s"]), 3),
-    "sync_vs_etcd": round(ratio(r["sync_put_segkv"]["qps"], r["etcd_put"]["qps"]), 2),
-    "noop_put256_qps": round(r["put256_noop"]["qps"]),
-    "noop256_vs_etcd": round(ratio(r["put256_noop"]["qps"], r["etcd_put"]["qps"]), 2),
+    "put_ratio": rnd(ratio(r["put_segkv"]["qps"], r["put_noop"]["qps"]), 3),
+    "get_ratio": rnd(ratio(r["get_segkv"]["qps"], r["get_noop"]["qps"]), 3),
+    "batch_ratio": rnd(ratio(r["batch_segkv"]["keys_per_s"], r["batch_noop"]["keys_per_s"]), 3),
+    "sync_vs_etcd": rnd(ratio(r["sync_put_segkv"]["qps"], r["etcd_put"]["qps"]), 2),
+    "noop_put256_qps": rnd(r["put256_noop"]["qps"]),
+    "noop256_vs_etcd": rnd(ratio(r["put256_noop"]["qps"], r["etcd_put"]["qps"]), 2),
     "put_server_cpu_us": r["put_segkv"]["server_cpu_us_per_key"],
     "noop_put_server_cpu_us": r["put_noop"]["server_cpu_us_per_key"],
     "get_server_cpu_us": r["get_segkv"]["server_cpu_us_per_key"],
@@ -224,3 +279,7 @@ if want_json:
     "rounds": rounds,
   }))
 PY
+if [ "$failed" != 0 ]; then
+  echo "service_bench: some runs failed (see above); their figures are left out" >&2
+  exit 1
+fi

@@ -734,6 +734,31 @@ TEST_F(ServerTest, AFailedCloseIsReported) {
                                                    HasSubstr("partition 0")));
 }
 
+// Admin.Sync makes what `interval` acknowledged durable at once.
+TEST_F(ServerTest, SyncMakesIntervalWritesDurable) {
+  worker::MemFileSystem fs;
+  ServerOptions o = OnMemFs(&fs, /*workers=*/2);
+  o.partition.durability = worker::Durability::kInterval;
+  o.partition.sync_interval = absl::Hours(1);
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  client::Client c = ClientFor(*(*started));
+  for (int i = 0; i < 20; ++i) ASSERT_THAT(c.Put(absl::StrCat("k", i), "v"), IsOk());
+  auto before = c.Status();
+  ASSERT_THAT(before, IsOk());
+  for (const auto& p : before->partitions()) {
+    EXPECT_LT(p.synced_address(), p.tail_address()) << "partition " << p.partition();
+  }
+  ASSERT_THAT(c.Sync(), IsOk());
+  auto after = c.Status();
+  ASSERT_THAT(after, IsOk());
+  for (const auto& p : after->partitions()) {
+    EXPECT_EQ(p.synced_address(), p.tail_address()) << "partition " << p.partition();
+    EXPECT_EQ(p.tail_address(), before->partitions(p.partition()).tail_address());
+  }
+  (*started)->Shutdown(absl::Seconds(5));
+}
+
 // --segment_size applies to new partitions: an existing data dir keeps its
 // own segments, so a value too small for --max_value_size is refused only
 // for a new one.
