@@ -152,6 +152,13 @@ int main(int argc, char** argv) {
   // Same setting as segkvd: gRPC locks absl::Mutex on every call, and
   // Debian's absl has deadlock detection on.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
+  const int value_size = absl::GetFlag(FLAGS_value_size);
+  if (max_message < 4096 || value_size < 0 || value_size > max_message / 2) {
+    std::cerr << "segkv-noop-server: --max_message_bytes must be >= 4096 and "
+                 "--value_size in [0, --max_message_bytes / 2]\n";
+    return 2;
+  }
   return segkv::bench::Serve(absl::GetFlag(FLAGS_listen),
                              absl::GetFlag(FLAGS_max_message_bytes));
 }

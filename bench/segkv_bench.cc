@@ -93,6 +93,10 @@ constexpr int kExitUsage = 2;
 constexpr auto kCallDeadline = std::chrono::seconds(10);
 constexpr int kPreloadBatch = 500;
 constexpr int kMaxMessageBytes = 64 << 20;
+// segkvd's default --max_value_size and --max_batch.
+constexpr int kMaxValueSize = 16 << 20;
+constexpr int kMaxBatch = 10000;
+constexpr int kMaxInflight = 1 << 20;
 constexpr int kNumCodes = 17;  // grpc::StatusCode values 0..16
 
 enum class Target { kSegkv, kNoop, kEtcd };
@@ -120,6 +124,11 @@ struct Config {
   bool json = false;
   int server_pid = 0;  // 0: no CPU accounting
 };
+
+// Bytes one put adds to a BatchWrite: key, value and protobuf framing.
+int64_t OpBytes(const Config& c) {
+  return static_cast<int64_t>(c.key_size) + c.value_size + 32;
+}
 
 int Digits(uint64_t n) {
   int d = 1;
@@ -205,12 +214,21 @@ absl::StatusOr<Config> ConfigFromFlags() {
         absl::StrCat("--key_size must be in [", 3 + Digits(c.keys - 1),
                      ", 4096] for --keys=", c.keys));
   }
-  if (c.value_size < 1) {
-    return absl::InvalidArgumentError("--value_size must be >= 1");
-  }
-  if (c.inflight < 1 || c.channels < 1 || c.threads < 1 || c.batch < 1) {
+  // Within what one message and segkvd's default limits carry.
+  if (c.value_size < 1 || c.value_size > kMaxValueSize) {
     return absl::InvalidArgumentError(
-        "--inflight, --channels, --threads and --batch must be >= 1");
+        absl::StrCat("--value_size must be in [1, ", kMaxValueSize, "]"));
+  }
+  if (c.inflight < 1 || c.channels < 1 || c.threads < 1 || c.batch < 1 ||
+      c.inflight > kMaxInflight || c.channels > c.inflight || c.batch > kMaxBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--inflight must be in [1, ", kMaxInflight, "], --channels in [1, --inflight], "
+        "--threads >= 1, --batch in [1, ", kMaxBatch, "]"));
+  }
+  if (static_cast<int64_t>(c.batch) * OpBytes(c) > kMaxMessageBytes - (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--batch=", c.batch, " of ", OpBytes(c), "-byte ops is over the ",
+        kMaxMessageBytes, "-byte message limit"));
   }
   // Bounded: the run's clock points are steady_clock nanoseconds.
   if (c.duration <= absl::ZeroDuration() || c.warmup < absl::ZeroDuration() ||
@@ -694,7 +712,12 @@ std::vector<Stats> OnThreads(int n, Fn fn) {
 
 // Writes every key once. Returns stats with ops = calls, errors by code.
 Stats Preload(const Config& c, const Workload& w, Connections& conns) {
-  const uint64_t chunk = c.target == Target::kEtcd ? 1 : kPreloadBatch;
+  // Up to kPreloadBatch keys per BatchWrite, fewer where their values would
+  // not fit in one message.
+  const uint64_t chunk =
+      c.target == Target::kEtcd
+          ? 1
+          : std::clamp<int64_t>((kMaxMessageBytes - (1 << 20)) / OpBytes(c), 1, kPreloadBatch);
   std::atomic<uint64_t> next{0};
   std::vector<Stats> per_thread = OnThreads(c.threads, [&](int t) {
     Stats stats;

@@ -508,6 +508,9 @@ absl::StatusOr<Invocation> ParseInvocation(
     return absl::InvalidArgumentError(
         absl::StrCat("-w must be table or json, not \"", w, "\""));
   }
+  if (absl::GetFlag(FLAGS_timeout) <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--timeout must be > 0");
+  }
   if (positional.size() < 2) {
     return absl::InvalidArgumentError("missing COMMAND");
   }

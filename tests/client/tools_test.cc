@@ -402,6 +402,10 @@ TEST_F(ToolsTest, SegkvctlErrorsAndUsage) {
   EXPECT_EQ(Ctl("frobnicate").exit_code, 2);
   EXPECT_EQ(Ctl("get").exit_code, 2);
   EXPECT_EQ(Ctl("-w yaml get k").exit_code, 2);
+  // A deadline already past would fail every call as DEADLINE_EXCEEDED.
+  Result no_time = Ctl("--timeout=0s get k");
+  EXPECT_EQ(no_time.exit_code, 2) << no_time.out;
+  EXPECT_THAT(no_time.out, HasSubstr("--timeout"));
   Result down = Exec(Runfile("client/segkvctl") + " --endpoint=127.0.0.1:1 --timeout=1s get k");
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_THAT(down.out, HasSubstr("UNAVAILABLE"));
@@ -417,6 +421,29 @@ TEST_F(ToolsTest, SegkvBenchDrivesSegkvd) {
   EXPECT_THAT(r.out, HasSubstr("segkv-bench target=segkv"));
   EXPECT_THAT(r.out, HasSubstr("\"errors\":0"));
   EXPECT_THAT(r.out, Not(HasSubstr("\"ops\":0,")));
+}
+
+// Loads the client cannot generate are usage errors, not a crash, an
+// out-of-memory or a run where every call fails.
+TEST_F(ToolsTest, SegkvBenchRejectsLoadsItCannotSend) {
+  const std::string bench = absl::StrCat(Runfile("bench/segkv-bench"),
+                                         " --target=segkv --endpoint=", server_->address(),
+                                         " --duration=100ms --warmup=0s ");
+  for (const char* flags : {"--value_size=2000000000", "--value_size=0",
+                            "--inflight=2000000000", "--inflight=4 --channels=5", "--batch=10001",
+                            "--mix=batch_put:100 --batch=10000 --value_size=10000"}) {
+    Result r = Exec(bench + flags);
+    EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.out;
+  }
+}
+
+TEST(NoopServerTest, RejectsBadFlags) {
+  const std::string bin = Runfile("bench/segkv-noop-server");
+  for (const char* flags : {"--value_size=-1", "--value_size=40000000",
+                            "--max_message_bytes=100"}) {
+    Result r = Exec(absl::StrCat(bin, " --listen=127.0.0.1:0 ", flags));
+    EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.out;
+  }
 }
 
 TEST(NoopServerTest, ServesSegkvBenchAndStopsOnSigterm) {
