@@ -31,6 +31,7 @@
 #include "gtest/gtest.h"
 #include "tests/worker/testing/partition_testing.h"
 #include "util/deadline.h"
+#include "worker/format.h"
 #include "worker/mem_fs.h"
 
 namespace segkv::server {
@@ -453,6 +454,120 @@ TEST_F(ServerTest, MalformedScanCursorIsInvalidArgument) {
   EXPECT_THAT(client_->Scan(req), StatusIs(absl::StatusCode::kInvalidArgument));
   req.set_prefix(std::string(4096, 'p'));
   EXPECT_THAT(client_->Scan(req), IsOk());
+}
+
+// Ops on one key within a BatchWrite apply in request order: each
+// compare-and-set sees the ops before it, a delete then a put starts the
+// key afresh, and versions only grow.
+TEST_F(ServerTest, BatchWriteOpsOnOneKeyApplyInOrder) {
+  v1::BatchWriteRequest req;
+  auto put = [&](const std::string& value, std::optional<uint64_t> expected, bool previous) {
+    v1::PutRequest* p = req.add_ops()->mutable_put();
+    p->set_key("k");
+    p->set_value(value);
+    if (expected.has_value()) p->set_expected_version(*expected);
+    p->set_return_previous(previous);
+  };
+  auto del = [&](std::optional<uint64_t> expected, bool previous) {
+    v1::DeleteRequest* d = req.add_ops()->mutable_delete_();
+    d->set_key("k");
+    if (expected.has_value()) d->set_expected_version(*expected);
+    d->set_return_previous(previous);
+  };
+  put("a", 0, false);                 // 0: created
+  put("b", 0, false);                 // 1: exists now: FAILED_PRECONDITION
+  put("c", std::nullopt, true);       // 2: replaces a
+  del(uint64_t{1} << 60, false);      // 3: wrong version
+  del(std::nullopt, true);            // 4: deletes c
+  del(std::nullopt, false);           // 5: nothing there
+  put("d", 0, false);                 // 6: created again
+  auto resp = client_->BatchWrite(req);
+  ASSERT_THAT(resp, IsOk());
+  ASSERT_EQ(resp->results_size(), 7);
+  const auto& r = resp->results();
+  const auto code = [&](int i) { return r[i].status().code(); };
+  EXPECT_EQ(code(0), 0);
+  EXPECT_FALSE(r[0].existed());
+  EXPECT_EQ(r[0].previous_version(), 0u);
+  const uint64_t v0 = r[0].version();
+  EXPECT_GT(v0, 0u);
+  EXPECT_EQ(code(1), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
+  EXPECT_EQ(r[1].version(), 0u);
+  EXPECT_TRUE(r[1].existed());
+  EXPECT_EQ(r[1].previous_version(), v0);
+  EXPECT_EQ(code(2), 0);
+  EXPECT_TRUE(r[2].existed());
+  EXPECT_EQ(r[2].previous_version(), v0);
+  EXPECT_EQ(r[2].previous_value(), "a");
+  EXPECT_GT(r[2].version(), v0);
+  EXPECT_EQ(code(3), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
+  EXPECT_EQ(r[3].version(), 0u);
+  EXPECT_EQ(r[3].previous_version(), r[2].version());
+  EXPECT_EQ(code(4), 0);
+  EXPECT_TRUE(r[4].existed());
+  EXPECT_EQ(r[4].previous_value(), "c");
+  EXPECT_EQ(r[4].previous_version(), r[2].version());
+  EXPECT_GT(r[4].version(), r[2].version());
+  EXPECT_EQ(code(5), 0);
+  EXPECT_FALSE(r[5].existed());
+  EXPECT_EQ(r[5].version(), 0u);  // nothing existed: nothing written
+  EXPECT_EQ(code(6), 0);
+  EXPECT_FALSE(r[6].existed());
+  EXPECT_EQ(r[6].previous_version(), 0u);
+  EXPECT_GT(r[6].version(), r[4].version());
+  auto got = client_->Get("k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->value(), "d");
+  EXPECT_EQ(got->version(), r[6].version());
+  // The same after a restart (replay or checkpoint).
+  Restart();
+  got = client_->Get("k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->value(), "d");
+  EXPECT_EQ(got->version(), r[6].version());
+}
+
+// A cursor is 1 version byte, the partition (4 bytes LE) and the log
+// address (8 bytes LE).
+std::string Cursor(uint32_t partition, uint64_t address) {
+  std::string c(13, '\0');
+  c[0] = 1;
+  for (int i = 0; i < 4; ++i) c[1 + i] = static_cast<char>(partition >> (8 * i));
+  for (int i = 0; i < 8; ++i) c[5 + i] = static_cast<char>(address >> (8 * i));
+  return c;
+}
+
+// Cursors the server did not hand out, but whose meaning the API defines:
+// one at the start of a partition, one past a partition's tail (the next
+// partition), one inside a record (INVALID_ARGUMENT).
+TEST_F(ServerTest, ScanCursorsAtPartitionEdges) {
+  std::set<std::string> in_p1;
+  for (int i = 0; i < 50; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    ASSERT_THAT(client_->Put(key, "v"), IsOk());
+    if (server_->frontend().PartitionOf(key) == 1) in_p1.insert(key);
+  }
+  ASSERT_FALSE(in_p1.empty());
+  ASSERT_LT(in_p1.size(), 50u);
+  for (uint64_t address : {uint64_t{0}, uint64_t{1} << 40}) {
+    SCOPED_TRACE(absl::StrCat("address ", address));
+    v1::ScanRequest req;
+    req.set_limit(1000);
+    // (1, 0): partition 1 from its start; (0, past its tail): on to 1.
+    req.set_cursor(address == 0 ? Cursor(1, 0) : Cursor(0, address));
+    std::set<std::string> got;
+    for (int rpcs = 0; rpcs < 100; ++rpcs) {
+      auto page = client_->Scan(req);
+      ASSERT_THAT(page, IsOk());
+      for (const auto& kv : page->items()) got.insert(kv.key());
+      if (page->next_cursor().empty()) break;
+      req.set_cursor(page->next_cursor());
+    }
+    EXPECT_EQ(got, in_p1);
+  }
+  v1::ScanRequest inside;
+  inside.set_cursor(Cursor(0, worker::format::kSegmentHeaderSize + 5));
+  EXPECT_THAT(client_->Scan(inside), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(ServerTest, AdminStatusSyncAndSegments) {
@@ -1275,11 +1390,38 @@ TEST_F(ServerTest, MessageLimitBelowValueLimitIsInvalidArgument) {
   EXPECT_THAT(Server::Start(o), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// Every RPC, KV and Admin, once shutdown has begun.
 TEST_F(ServerTest, AfterShutdownStartsRequestsAreUnavailable) {
+  ASSERT_THAT(client_->Put("k", "v"), IsOk());
   server_->frontend().StopAccepting();
-  EXPECT_THAT(client_->Put("k", "v"), StatusIs(absl::StatusCode::kUnavailable));
-  EXPECT_THAT(client_->Get("k"), StatusIs(absl::StatusCode::kUnavailable));
-  EXPECT_THAT(client_->Status(), StatusIs(absl::StatusCode::kUnavailable));
+  const auto unavailable =
+      StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down"));
+  EXPECT_THAT(client_->Put("k", "new"), unavailable);
+  EXPECT_THAT(client_->Put("k2", "v"), unavailable);
+  EXPECT_THAT(client_->Get("k"), unavailable);
+  EXPECT_THAT(client_->Delete("k"), unavailable);
+  v1::BatchGetRequest batch_get;
+  batch_get.add_keys("k");
+  EXPECT_THAT(client_->BatchGet(batch_get), unavailable);
+  v1::BatchWriteRequest batch_write;
+  batch_write.add_ops()->mutable_put()->set_key("k3");
+  batch_write.mutable_ops(0)->mutable_put()->set_value("v");
+  EXPECT_THAT(client_->BatchWrite(batch_write), unavailable);
+  EXPECT_THAT(client_->Scan(v1::ScanRequest()), unavailable);
+  EXPECT_THAT(client_->Status(), unavailable);
+  EXPECT_THAT(client_->Sync(), unavailable);
+  EXPECT_THAT(client_->ListSegments(), unavailable);
+  EXPECT_THAT(client_->Checkpoint(), unavailable);
+  EXPECT_THAT(client_->Compact(std::nullopt), unavailable);
+  // None of them did anything.
+  client_.reset();
+  server_->Shutdown(absl::Seconds(5));
+  server_.reset();
+  StartServer();
+  auto got = client_->Get("k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->value(), "v");
+  for (const char* key : {"k2", "k3"}) ASSERT_NO_FATAL_FAILURE(ExpectMissing(key));
 }
 
 // ---- Admin.Checkpoint and Admin.Compact over the wire ----
