@@ -66,7 +66,10 @@ class MemFileSystem : public FileSystem {
 
   // Loses everything not durable (see the file comment). `seed` picks how
   // much of each file's unsynced tail survives; with `keep_unsynced` false
-  // none of it does.
+  // none of it does. Handles opened before it fail from then on, but calls
+  // by path still work (the next process uses them): a test must drop the
+  // crashed process's objects before this, while KillAfterOps(0) holds, or
+  // their destructors (a Partition's Close()) write to the crashed disk.
   void Crash(uint64_t seed, bool keep_unsynced = true);
 
   // After `n` more successful appends, every append fails with `err` (after

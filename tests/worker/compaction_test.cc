@@ -1326,8 +1326,9 @@ TEST(CompactionKillTest, CrashAtEveryPointOfACompaction) {
         if (n >= total) {
           EXPECT_THAT(compacted, IsOk());
         }
-        s.fs.Crash(n * 7 + keep, keep);
+        s.fs.KillAfterOps(0);  // the process dies: Close() writes nothing
         s.p.reset();
+        s.fs.Crash(n * 7 + keep, keep);
         ASSERT_THAT(s.Open(), IsOk());
         if (HasSegment(*s.p, 0) && s.p->Stats().tail_address > tail_before) {
           ++both_copies;
@@ -1376,8 +1377,9 @@ TEST(CompactionKillTest, CompactedOutputReplayedOutOfOrderWithBothCopiesDoesNotR
     const Stored v1 = s.model.at("k");
     s.fs.KillAfterOps(n);
     s.p->Compact(0.0).IgnoreError();
-    s.fs.Crash(n, /*keep_unsynced=*/false);
+    s.fs.KillAfterOps(0);  // the process dies: Close() writes nothing
     s.p.reset();
+    s.fs.Crash(n, /*keep_unsynced=*/false);
     ASSERT_THAT(s.Open(), IsOk());
     // Only the kill points that left both copies.
     if (!HasSegment(*s.p, 0) || s.p->Stats().tail_address <= tail_before) continue;

@@ -134,8 +134,9 @@ TEST_P(CrashTest, AcknowledgedWritesSurviveUnderAlways) {
         }
         RandomOps(**p, rng, 5 + rng() % 20, acked, on_ack, on_fail);
       }
-      fs.Crash(rng(), /*keep_unsynced=*/rng() % 4 != 0);
+      fs.KillAfterOps(0);  // the process dies: Close() writes nothing
       p->reset();
+      fs.Crash(rng(), /*keep_unsynced=*/rng() % 4 != 0);
       p = Partition::Open(o);
       ASSERT_THAT(p, IsOk());
 
@@ -188,8 +189,9 @@ TEST_P(CrashTest, RecoveredStateIsAPrefixUnderNoneAndInterval) {
         durable = states.size() - 1;
       }
     }
-    fs.Crash(rng(), rng() % 4 != 0);
+    fs.KillAfterOps(0);  // the process dies: Close() writes nothing
     p->reset();
+    fs.Crash(rng(), rng() % 4 != 0);
     auto q = Partition::Open(o);
     ASSERT_THAT(q, IsOk());
     std::map<std::string, std::string> recovered;

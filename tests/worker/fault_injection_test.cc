@@ -118,6 +118,8 @@ TEST_F(FaultInjectionTest, FailedFsyncFailsTheWriteAndStopsWrites) {
   EXPECT_THAT(again, StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_THAT(again.status().message(), HasSubstr("reopened"));
   EXPECT_EQ(Value("k"), "acked");
+  fs_.KillAfterOps(0);  // the process dies: Close() writes nothing
+  p_.reset();
   fs_.Crash(1);
   Open();
   const std::string v = Value("k");
@@ -177,6 +179,8 @@ TEST_F(FaultInjectionTest, ARestartAfterAFailedFsyncDoesNotBuildOnLostBytes) {
   p_.reset();
   Open();  // the same machine: the page cache still has b's bytes
   ASSERT_THAT(p_->Put("after", "2"), IsOk());
+  fs_.KillAfterOps(0);  // the process dies: Close() writes nothing
+  p_.reset();
   fs_.Crash(3, /*keep_unsynced=*/false);
   Open();
   EXPECT_EQ(Value("a"), "1");
@@ -206,8 +210,9 @@ TEST_F(FaultInjectionTest, FailureAtEachSealStepLosesNothingAcknowledged) {
       std::string k = absl::StrCat("k", i++);
       if ((*p)->Put(k, std::string(300, 'b')).ok()) acked[k] = std::string(300, 'b');
     }
-    fs.Crash(step);
+    fs.KillAfterOps(0);  // the process dies: Close() writes nothing
     p->reset();
+    fs.Crash(step);
     auto q = Partition::Open(SmallOptions(&fs));
     ASSERT_THAT(q, IsOk());
     ReadResult r;

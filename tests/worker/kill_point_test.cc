@@ -223,8 +223,10 @@ void RunEveryKillPoint(bool automatic) {
           ASSERT_TRUE(run.fs().killed());
         }
         if (run.acked().empty() && run.maybe().empty()) ++killed_in_open;
-        run.fs().Crash(seed * 100003 + n * 2 + keep, keep);
+        // Dropped while still killed: the dead process's Close() writes
+        // nothing.
         run.Abandon();
+        run.fs().Crash(seed * 100003 + n * 2 + keep, keep);
 
         auto p = Partition::Open(run.options());
         ASSERT_THAT(p, IsOk());
@@ -380,6 +382,8 @@ TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeCompactionDropsOlderCopies
     EXPECT_EQ(ValueOf(**p, "k"), "unacked");
     ASSERT_THAT((*p)->Compact(0.0), IsOk());  // segment 0 holds nothing live
     ASSERT_EQ((*p)->Segments().front().id, 1u);
+    fs.KillAfterOps(0);  // the process dies: Close() writes nothing
+    p->reset();
     fs.Crash(7, /*keep_unsynced=*/false);
   }
   ExpectKAndJAfterThePowerLoss(o, acked);
@@ -404,6 +408,8 @@ TEST(KillPointTest, RecoverySyncsTheUnsyncedTailBeforeASealRecordsIt) {
     ASSERT_THAT(p, IsOk());
     ASSERT_THAT((*p)->Put("j", std::string(512, 'j')), IsOk());  // seals segment 0
     ASSERT_EQ((*p)->Segments().size(), 2u);
+    fs.KillAfterOps(0);  // the process dies: Close() writes nothing
+    p->reset();
     fs.Crash(8, /*keep_unsynced=*/false);
   }
   ExpectKAndJAfterThePowerLoss(o, acked);
@@ -443,6 +449,8 @@ TEST(KillPointTest, EveryKillInASealThenARestartThenAPowerLoss) {
       auto p = Partition::Open(o);
       ASSERT_THAT(p, IsOk());
       ASSERT_THAT((*p)->Put("j", "x"), IsOk());
+      fs.KillAfterOps(0);  // the process dies: Close() writes nothing
+      p->reset();
       fs.Crash(n, /*keep_unsynced=*/false);
     }
     auto p = Partition::Open(o);
