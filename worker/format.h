@@ -20,7 +20,8 @@ namespace segkv::worker::format {
 //    16    8 segment id
 //    24    8 segment size in bytes (the address-space stride)
 //    32    8 creation time, Unix milliseconds
-//    40   20 reserved, zero
+//    40    8 torn window of the segment's writer (0: not recorded)
+//    48   12 reserved, zero
 //    60    4 CRC32C of bytes [0, 60)
 inline constexpr char kSegmentMagic[8] = {'S', 'E', 'G', 'K', 'V', 'L', 'O', 'G'};
 inline constexpr uint32_t kLogFormatVersion = 1;
@@ -31,6 +32,7 @@ inline constexpr size_t kSegHdrPartition = 12;
 inline constexpr size_t kSegHdrSegmentId = 16;
 inline constexpr size_t kSegHdrSegmentSize = 24;
 inline constexpr size_t kSegHdrCreatedMs = 32;
+inline constexpr size_t kSegHdrTornWindow = 40;
 inline constexpr size_t kSegHdrCrc = 60;
 static_assert(kSegHdrCrc + 4 == kSegmentHeaderSize);
 

@@ -174,7 +174,7 @@ absl::StatusOr<std::unique_ptr<WritableFile>> Log::CreateSegmentFile(
   auto file = fs_->OpenWritable(path, /*truncate=*/true);
   if (!file.ok()) return file.status();
   absl::Status s = (*file)->Append(
-      EncodeSegmentHeader(options_.partition, id, segment_size_, now_ms));
+      EncodeSegmentHeader(options_.partition, id, segment_size_, now_ms, TornWindow()));
   if (s.ok()) s = (*file)->Sync();
   if (s.ok()) s = fs_->SyncDir(options_.dir);
   if (!s.ok()) {
@@ -422,6 +422,24 @@ absl::Status Log::Replay(uint64_t start, Visitor visit, LogRecoveryStats* stats)
     if (!s.ok()) return s;
     ++stats->segments;
   }
+  // One writer window per segment: a process whose window differs from the
+  // one the active segment records (its limits changed, or the segment
+  // predates the field) appends to a new segment that records its own. If
+  // that seal fails (a full disk), it goes on in this one: as before the
+  // field existed, a crash is then judged with the recorded window.
+  if (active_window_ != TornWindow()) {
+    if (absl::Status s = Seal(); !s.ok()) {
+      if (!failure_.ok()) return failure_;
+      LOG(WARNING) << "partition " << options_.partition << ": cannot start a segment "
+                   << "for this process's torn window (" << s << "); appending to segment "
+                   << active_id_ << ", which records another";
+    } else {
+      LOG(INFO) << "partition " << options_.partition << ": sealed segment "
+                << active_id_ - 1 << " at open: it records a torn window of "
+                << active_window_ << " bytes, this process's is " << TornWindow();
+      ++stats->window_seals;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -461,6 +479,14 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, uint64_t from,
     return s;
   }
 
+  // The window of the process that wrote the active segment's tail, not
+  // this one's: a restart with larger limits (--max_value_size,
+  // --write_buffer_size) would otherwise truncate synced damage as torn,
+  // and one with smaller limits report a real torn write as damage. A
+  // header from before the field was recorded falls back to this process's.
+  const uint64_t recorded_window = SegmentHeaderTornWindow(
+      absl::string_view(base, format::kSegmentHeaderSize));
+  const uint64_t window = recorded_window != 0 ? recorded_window : TornWindow();
   const uint64_t seg_base = id * segment_size_;
   constexpr size_t kRun = 32;
   ScannedRecord run[kRun];
@@ -486,9 +512,9 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, uint64_t from,
       if (!active) return absl::DataLossError(absl::StrCat(where(off), ": ", why));
       // Active segment. Damage with no valid record after it is a torn
       // tail. Damage followed by valid records is a torn write too if it
-      // lies in the last TornWindow() bytes, which may not have been synced
+      // lies in the last `window` bytes, which may not have been synced
       // (pages reach the disk in any order); further back it is real damage.
-      if (limit - off > TornWindow()) {
+      if (limit - off > window) {
         for (uint64_t p = off + 1; p + format::kRecordHeaderSize <= limit; ++p) {
           RecordHeader later;
           if (CheckRecord(base + p, limit - p, format::kMaxValueSizeLimit, &later)
@@ -531,7 +557,7 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, uint64_t from,
   // process may not have synced (at most the torn window) are first
   // written again, in place, with themselves.
   const uint64_t window_start =
-      limit - std::min<uint64_t>(TornWindow(), limit - format::kSegmentHeaderSize);
+      limit - std::min<uint64_t>(window, limit - format::kSegmentHeaderSize);
   std::string chunk;
   for (uint64_t off = window_start; off < limit;) {
     const uint64_t n = std::min<uint64_t>(limit - off, 1 << 20);
@@ -546,6 +572,7 @@ absl::Status Log::ScanSegment(Segment& seg, bool active, uint64_t from,
   active_base_ = seg_base;
   active_file_ = std::move(*file);
   buffer_base_ = tail_ = synced_ = seg_base + limit;
+  active_window_ = recorded_window;
   return absl::OkStatus();
 }
 

@@ -98,6 +98,9 @@ struct LogRecoveryStats {
   uint64_t bytes = 0;            // record bytes replayed
   uint64_t truncated_bytes = 0;  // torn tail cut off the active segment
   uint64_t removed_files = 0;    // orphaned segment/checkpoint files, tmp files
+  // 1 if the active segment was sealed at open because it records another
+  // torn window than this process's (docs/format/log.md).
+  uint64_t window_seals = 0;
 };
 
 // INVALID_ARGUMENT unless a segment of `segment_size` bytes is at most
@@ -299,6 +302,8 @@ class Log {
   uint64_t version_floor_ = 0;
   bool opened_ = false;
   bool fresh_ = false;  // Open() created the log
+  // The torn window the active segment's header records (0: none).
+  uint64_t active_window_ = 0;
 
   Buffer buffer_;
   // Address of buffer_[0] = end of the active file. Reads at or above it

@@ -65,7 +65,8 @@ bool AllZero(const char* p, size_t n) {
 }
 
 std::string EncodeSegmentHeader(uint32_t partition, uint64_t segment_id,
-                                uint64_t segment_size, int64_t created_ms) {
+                                uint64_t segment_size, int64_t created_ms,
+                                uint64_t torn_window) {
   std::string h(format::kSegmentHeaderSize, '\0');
   std::memcpy(h.data() + format::kSegHdrMagic, format::kSegmentMagic, 8);
   EncodeFixed32(h.data() + format::kSegHdrVersion, format::kLogFormatVersion);
@@ -74,9 +75,14 @@ std::string EncodeSegmentHeader(uint32_t partition, uint64_t segment_id,
   EncodeFixed64(h.data() + format::kSegHdrSegmentSize, segment_size);
   EncodeFixed64(h.data() + format::kSegHdrCreatedMs,
                 static_cast<uint64_t>(created_ms));
+  EncodeFixed64(h.data() + format::kSegHdrTornWindow, torn_window);
   EncodeFixed32(h.data() + format::kSegHdrCrc,
                 crc32c::Value(h.data(), format::kSegHdrCrc));
   return h;
+}
+
+uint64_t SegmentHeaderTornWindow(absl::string_view h) {
+  return DecodeFixed64(h.data() + format::kSegHdrTornWindow);
 }
 
 absl::Status CheckSegmentHeader(absl::string_view h, absl::string_view path,

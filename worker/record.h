@@ -56,9 +56,14 @@ bool RecordCrcMatches(const char* p, const RecordHeader& h);
 // True iff all `n` bytes at `p` are zero.
 bool AllZero(const char* p, size_t n);
 
-// Segment header (format::kSegmentHeaderSize bytes).
+// Segment header (format::kSegmentHeaderSize bytes). `torn_window`: the
+// most bytes its writer may leave unsynced at its end (Log::TornWindow()),
+// which recovery uses to tell a torn write from damage; 0 = not recorded.
 std::string EncodeSegmentHeader(uint32_t partition, uint64_t segment_id,
-                                uint64_t segment_size, int64_t created_ms);
+                                uint64_t segment_size, int64_t created_ms,
+                                uint64_t torn_window);
+// The torn window a checked header records (0: none recorded).
+uint64_t SegmentHeaderTornWindow(absl::string_view header);
 // Checks magic, version, CRC and that the header belongs where it was found.
 // Errors are DATA_LOSS naming `path`.
 absl::Status CheckSegmentHeader(absl::string_view header, absl::string_view path,

@@ -41,7 +41,7 @@ TEST(FormatDocTest, SegmentHeaderExample) {
                             0x00, 0xc3, 0x23, 0x0c, 0xa2, 0x01, 0x00, 0x00});
   want.append(20, '\0');
   want += Bytes({0x13, 0xf4, 0xa6, 0x4e});
-  EXPECT_EQ(EncodeSegmentHeader(0, 0, 128 << 20, 1795500000000), want);
+  EXPECT_EQ(EncodeSegmentHeader(0, 0, 128 << 20, 1795500000000, 0), want);
 }
 
 }  // namespace

@@ -267,7 +267,9 @@ void RunEveryKillPoint(bool automatic) {
 // every acknowledged write. The recovery starts either after a crash or
 // after the process alone died (its unsynced bytes and names still there).
 // (That recovery makes those durable before building on them is checked by
-// the restart-then-power-loss tests below.)
+// the restart-then-power-loss tests below.) With `new_limits` the restart
+// runs with another write buffer size, hence another torn window, so its
+// recovery also seals the active segment to start one of its own.
 TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
   constexpr uint64_t kSeed = 3;
   uint64_t count = 0;
@@ -277,8 +279,15 @@ TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
     count = dry.fs().MutatingOps();
   }
   int recoveries = 0;
+  int window_seals = 0;
+  for (bool new_limits : {false, true})
   for (bool crash_first : {false, true})
   for (uint64_t n : {count / 4, count / 2, 3 * count / 4}) {
+    auto restart_options = [&](ScenarioRun& run) {
+      PartitionOptions o = run.options();
+      if (new_limits) o.write_buffer_size *= 2;
+      return o;
+    };
     // The state a kill after n operations (and a crash) leave, rebuilt for
     // every kill point of the recovery that follows.
     auto make = [&](ScenarioRun& run) {
@@ -293,22 +302,25 @@ TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
       ScenarioRun run(kSeed, false);
       make(run);
       const uint64_t before = run.fs().MutatingOps();
-      auto p = Partition::Open(run.options());
+      auto p = Partition::Open(restart_options(run));
       ASSERT_THAT(p, IsOk());
       open_ops = run.fs().MutatingOps() - before;
+      window_seals += (*p)->Stats().recovery.window_seals;
+      EXPECT_EQ((*p)->Stats().recovery.window_seals, new_limits ? 1u : 0u);
     }
     ASSERT_GT(open_ops, 0u);
     for (uint64_t k = 0; k < open_ops; ++k) {
       SCOPED_TRACE(absl::StrCat("scenario killed after ", n, crash_first ? ", crash" : "",
+                                new_limits ? ", new limits" : "",
                                 "; recovery killed after ", k, " of ", open_ops));
       ScenarioRun run(kSeed, false);
       make(run);
       run.fs().KillAfterOps(k);
-      Partition::Open(run.options()).IgnoreError();
+      Partition::Open(restart_options(run)).IgnoreError();
       EXPECT_TRUE(run.fs().killed()) << "recovery ended before the kill point";
       run.fs().KillAfterOps(-1);
       run.fs().Crash(1000 + k, /*keep_unsynced=*/false);
-      auto p = Partition::Open(run.options());
+      auto p = Partition::Open(restart_options(run));
       ASSERT_THAT(p, IsOk());
       auto dump = DumpAll(**p);
       ASSERT_THAT(dump, IsOk());
@@ -317,6 +329,7 @@ TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
     }
   }
   EXPECT_GT(recoveries, 20);
+  EXPECT_EQ(window_seals, 6);
 }
 
 // A process killed mid-write can leave what it appended, renamed or created

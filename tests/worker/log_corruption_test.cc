@@ -186,6 +186,49 @@ TEST_F(LogCorruptionTest, TornWriteWithValidRecordsAfterItIsTruncated) {
   EXPECT_EQ((*p)->Stats().recovery.truncated_bytes, 10 * (kRecord + 1));
 }
 
+// The torn window is the writer's, recorded in the segment header, not the
+// restarting process's: limits raised between a crash and the restart must
+// not turn damage in synced bytes into a "torn tail" silently cut off.
+TEST_F(LogCorruptionTest, DamageBeyondTheWritersWindowIsDataLossAfterARestartWithLargerLimits) {
+  UseLargeSegments();
+  Write(1000);  // ~55 KB; the writer's window is ~10 KiB
+  Edit(SegmentPath(0), [](std::string& d) { d[OffsetOf(500) + 40] ^= 1; });
+  options_.write_buffer_size = 128 << 10;  // a window over the whole segment
+  auto p = Reopen();
+  EXPECT_THAT(p, StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(p.status().message(), HasSubstr(absl::StrCat("offset ", OffsetOf(500))));
+}
+
+// And the other way: a torn write within the writer's (larger) window is
+// truncated even if the restart's own limits would call it damage.
+TEST_F(LogCorruptionTest, ATornWriteInTheWritersWindowIsTruncatedAfterARestartWithSmallerLimits) {
+  UseLargeSegments();
+  options_.write_buffer_size = 128 << 10;
+  Write(1000);
+  Edit(SegmentPath(0), [](std::string& d) {
+    std::fill(d.begin() + OffsetOf(500), d.begin() + OffsetOf(502), '\0');
+  });
+  options_.write_buffer_size = 256;  // a window of ~10 KiB
+  auto p = Reopen();
+  ASSERT_THAT(p, IsOk());
+  EXPECT_EQ(CountPresent(**p, 1000), 500);
+  // This process appends to a segment of its own, whose header records
+  // its window.
+  EXPECT_EQ((*p)->Stats().recovery.window_seals, 1u);
+  ASSERT_EQ((*p)->Segments().size(), 2u);
+  EXPECT_TRUE((*p)->Segments()[0].sealed);
+  ASSERT_THAT((*p)->Put("after", "x"), IsOk());
+  p->reset();
+  auto q = Reopen();
+  ASSERT_THAT(q, IsOk());
+  EXPECT_EQ((*q)->Stats().recovery.window_seals, 0u);
+  EXPECT_EQ((*q)->Segments().size(), 2u);
+  EXPECT_EQ(CountPresent(**q, 1000), 500);
+  ReadResult r;
+  ASSERT_THAT((*q)->Get("after", &r), IsOk());
+  EXPECT_TRUE(r.found);
+}
+
 TEST_F(LogCorruptionTest, DamageFoundByScanIsDataLoss) {
   UseLargeSegments();
   Write(100);
@@ -270,7 +313,7 @@ TEST_F(LogCorruptionTest, OrphanSegmentWithoutRecordsIsRemoved) {
   Write(10);
   auto f = fs_.OpenWritable(SegmentPath(1), true);
   ASSERT_THAT(f, IsOk());
-  ASSERT_THAT((*f)->Append(EncodeSegmentHeader(0, 1, 8 << 10, 0)), IsOk());
+  ASSERT_THAT((*f)->Append(EncodeSegmentHeader(0, 1, 8 << 10, 0, 0)), IsOk());
   auto p = Reopen();
   ASSERT_THAT(p, IsOk());
   EXPECT_FALSE(fs_.Exists(SegmentPath(1)));

@@ -260,7 +260,7 @@ constexpr char kPath[] = "/data/p3/seg-17.log";
 
 std::string GoodSegmentHeader() {
   return EncodeSegmentHeader(kPartition, kSegmentId, kSegmentSize,
-                             1700000000123);
+                             1700000000123, 0x0123456789abcdefull);
 }
 
 absl::Status Check(const std::string& h) {
@@ -282,7 +282,9 @@ TEST(SegmentHeaderTest, RoundTrip) {
   EXPECT_EQ(LoadLE(h, format::kSegHdrSegmentId, 8), kSegmentId);
   EXPECT_EQ(LoadLE(h, format::kSegHdrSegmentSize, 8), kSegmentSize);
   EXPECT_EQ(LoadLE(h, format::kSegHdrCreatedMs, 8), 1700000000123u);
-  EXPECT_TRUE(AllZero(h.data() + 40, 20));
+  EXPECT_EQ(LoadLE(h, format::kSegHdrTornWindow, 8), 0x0123456789abcdefull);
+  EXPECT_EQ(SegmentHeaderTornWindow(h), 0x0123456789abcdefull);
+  EXPECT_TRUE(AllZero(h.data() + 48, 12));
   EXPECT_EQ(LoadLE(h, format::kSegHdrCrc, 4), crc32c::Value(h.data(), 60));
 }
 
@@ -309,19 +311,19 @@ TEST(SegmentHeaderTest, BadCrcIsDataLoss) {
 
 TEST(SegmentHeaderTest, WrongPartitionIsDataLoss) {
   const std::string h = EncodeSegmentHeader(kPartition + 1, kSegmentId,
-                                            kSegmentSize, 1);
+                                            kSegmentSize, 1, 1);
   EXPECT_THAT(Check(h), StatusIs(absl::StatusCode::kDataLoss));
 }
 
 TEST(SegmentHeaderTest, WrongSegmentIdIsDataLoss) {
   const std::string h = EncodeSegmentHeader(kPartition, kSegmentId + 1,
-                                            kSegmentSize, 1);
+                                            kSegmentSize, 1, 1);
   EXPECT_THAT(Check(h), StatusIs(absl::StatusCode::kDataLoss));
 }
 
 TEST(SegmentHeaderTest, WrongSegmentSizeIsDataLoss) {
   const std::string h = EncodeSegmentHeader(kPartition, kSegmentId,
-                                            kSegmentSize * 2, 1);
+                                            kSegmentSize * 2, 1, 1);
   EXPECT_THAT(Check(h), StatusIs(absl::StatusCode::kDataLoss));
 }
 
