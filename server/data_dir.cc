@@ -47,8 +47,8 @@ absl::StatusOr<std::unique_ptr<DataDirLock>> DataDirLock::Acquire(
 
 DataDirLock::~DataDirLock() { ::close(fd_); }
 
-bool DataDirExists(worker::FileSystem* fs, const std::string& dir) {
-  return fs->Exists(worker::JoinPath(dir, kIdentity));
+absl::StatusOr<bool> DataDirExists(worker::FileSystem* fs, const std::string& dir) {
+  return fs->PathExists(worker::JoinPath(dir, kIdentity));
 }
 
 absl::StatusOr<uint32_t> OpenDataDir(worker::FileSystem* fs, const std::string& dir,
@@ -71,8 +71,14 @@ absl::StatusOr<uint32_t> OpenDataDir(worker::FileSystem* fs, const std::string& 
     *lock = std::move(*l);
   }
   const std::string path = worker::JoinPath(dir, kIdentity);
-  if (!fs->Exists(path)) {
-    if (fs->Exists(PartitionDir(dir, 0))) {
+  // A lookup that fails (EIO, EACCES) is an error, not a new data dir: that
+  // would rewrite the partition count of an existing one.
+  auto exists = fs->PathExists(path);
+  if (!exists.ok()) return exists.status();
+  if (!*exists) {
+    auto partitions_exist = fs->PathExists(PartitionDir(dir, 0));
+    if (!partitions_exist.ok()) return partitions_exist.status();
+    if (*partitions_exist) {
       return absl::DataLossError(absl::StrCat(
           dir, " holds partition directories but no ", kIdentity, " file"));
     }

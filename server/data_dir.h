@@ -35,8 +35,9 @@ class DataDirLock {
   const int fd_;
 };
 
-// Whether `dir` is a segkv data directory already (has its identity file).
-bool DataDirExists(worker::FileSystem* fs, const std::string& dir);
+// Whether `dir` is a segkv data directory already (has its identity file);
+// an error if that cannot be told.
+absl::StatusOr<bool> DataDirExists(worker::FileSystem* fs, const std::string& dir);
 
 // Creates `dir` for `partitions` partitions, or checks that an existing one
 // was created for that many (FAILED_PRECONDITION with a clear message if

@@ -40,7 +40,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   {
     worker::FileSystem* fs = options.partition.fs != nullptr ? options.partition.fs
                                                              : worker::DefaultFileSystem();
-    if (!DataDirExists(fs, options.data_dir)) {
+    auto exists = DataDirExists(fs, options.data_dir);
+    if (!exists.ok()) return exists.status();
+    if (!*exists) {
       if (absl::Status s = worker::CheckSegmentSize(options.partition.segment_size,
                                                     options.partition.max_value_size);
           !s.ok()) {

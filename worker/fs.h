@@ -95,7 +95,10 @@ class FileSystem {
   // creates is durable in its parent when it returns (the parent is
   // fsynced), so a nested path created at once survives a crash whole.
   virtual absl::Status CreateDir(const std::string& dir) = 0;
-  virtual bool Exists(const std::string& path) = 0;
+  // Whether `path` exists. An error other than "no such file" (EIO,
+  // EACCES, ELOOP...) is an error, never "does not exist": callers decide
+  // from it whether to create a new partition or data dir.
+  virtual absl::StatusOr<bool> PathExists(const std::string& path) = 0;
 };
 
 // The process-wide POSIX file system (never null, never destroyed).

@@ -279,11 +279,16 @@ absl::Status Log::Open(LogRecoveryStats* stats) {
     }
   }
 
-  if (!has_manifest && fs_->Exists(JoinPath(dir, kManifestName))) {
+  if (!has_manifest) {
     // The listing missed a MANIFEST that is there: never treat that as a
-    // new partition (its path truncates segment 0 and replaces the MANIFEST).
-    return absl::DataLossError(absl::StrCat(
-        "listing ", dir, " did not show its MANIFEST, which exists; not opening"));
+    // new partition (its path truncates segment 0 and replaces the
+    // MANIFEST). Nor a MANIFEST that cannot be looked up.
+    auto exists = fs_->PathExists(JoinPath(dir, kManifestName));
+    if (!exists.ok()) return exists.status();
+    if (*exists) {
+      return absl::DataLossError(absl::StrCat(
+          "listing ", dir, " did not show its MANIFEST, which exists; not opening"));
+    }
   }
   if (!has_manifest) {
     if (absl::Status s = CheckSegmentSize(); !s.ok()) return s;
@@ -694,8 +699,14 @@ absl::Status Log::TruncateTo(uint64_t address) {
     buffer_.resize(address - buffer_base_);
   } else {
     if (!failure_.ok()) return failure_;
+    // Synced, as in Flush(): bytes rolled back must not come back after a
+    // power loss. (Only a failed log gets here today: a group is written in
+    // one Flush(), which cuts back a failed write itself.)
     absl::Status s = active_file_->Truncate(address - active_base_);
+    if (s.ok()) s = active_file_->Sync();
     if (!s.ok()) return Fail(s);
+    ++sync_count_;
+    synced_ = address;
     buffer_.clear();
     buffer_base_ = address;
   }

@@ -288,7 +288,7 @@ absl::Status MemFileSystem::CreateDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-bool MemFileSystem::Exists(const std::string& path) {
+absl::StatusOr<bool> MemFileSystem::PathExists(const std::string& path) {
   absl::MutexLock l(&mu_);
   return live_.contains(path) || dirs_.contains(path);
 }

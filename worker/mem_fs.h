@@ -62,7 +62,9 @@ class MemFileSystem : public FileSystem {
   absl::Status Rename(const std::string& from, const std::string& to) override;
   absl::Status SyncDir(const std::string& dir) override;
   absl::Status CreateDir(const std::string& dir) override;
-  bool Exists(const std::string& path) override;
+  absl::StatusOr<bool> PathExists(const std::string& path) override;
+  // For tests: PathExists() without the status (it never fails here).
+  bool Exists(const std::string& path) { return *PathExists(path); }
 
   // Loses everything not durable (see the file comment). `seed` picks how
   // much of each file's unsynced tail survives; with `keep_unsynced` false

@@ -231,8 +231,12 @@ absl::Status PosixFileSystem::CreateDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-bool PosixFileSystem::Exists(const std::string& path) {
-  return ::access(path.c_str(), F_OK) == 0;
+absl::StatusOr<bool> PosixFileSystem::PathExists(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) return true;
+  const int err = errno;
+  if (err == ENOENT) return false;
+  return ErrnoToStatus(err, "stat", path);
 }
 
 FileSystem* DefaultFileSystem() {

@@ -27,7 +27,7 @@ class PosixFileSystem : public FileSystem {
   absl::Status Rename(const std::string& from, const std::string& to) override;
   absl::Status SyncDir(const std::string& dir) override;
   absl::Status CreateDir(const std::string& dir) override;
-  bool Exists(const std::string& path) override;
+  absl::StatusOr<bool> PathExists(const std::string& path) override;
 };
 
 }  // namespace segkv::worker

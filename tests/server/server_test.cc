@@ -849,6 +849,42 @@ TEST_F(ServerTest, AFailedCloseIsReported) {
                                                    HasSubstr("partition 0")));
 }
 
+// A data dir whose identity file cannot be looked up (EIO, EACCES) is an
+// error, not a new data dir: that would rewrite its partition count.
+TEST_F(ServerTest, AnIdentityFileThatCannotBeLookedUpIsAnError) {
+  worker::MemFileSystem mem;
+  ServerOptions o = OnMemFs(&mem, /*workers=*/2);
+  {
+    auto started = Server::Start(o);
+    ASSERT_THAT(started, IsOk());
+    client::Client c = ClientFor(*(*started));
+    ASSERT_THAT(c.Put("k", "v"), IsOk());
+    (*started)->Shutdown(absl::Seconds(5));
+  }
+  class FailingLookups : public worker::testing::ForwardingFileSystem {
+   public:
+    using ForwardingFileSystem::ForwardingFileSystem;
+    absl::StatusOr<bool> PathExists(const std::string& path) override {
+      return absl::UnavailableError(absl::StrCat("stat ", path, ": Input/output error"));
+    }
+  };
+  FailingLookups failing(&mem);
+  ServerOptions bad = o;
+  bad.partition.fs = &failing;
+  bad.workers = 0;  // a new data dir would take one per CPU
+  EXPECT_THAT(Server::Start(bad), StatusIs(absl::StatusCode::kUnavailable,
+                                           HasSubstr("Input/output error")));
+  o.workers = 0;
+  auto started = Server::Start(o);
+  ASSERT_THAT(started, IsOk());
+  EXPECT_EQ((*started)->frontend().partitions(), 2u);
+  client::Client c = ClientFor(*(*started));
+  auto got = c.Get("k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->value(), "v");
+  (*started)->Shutdown(absl::Seconds(5));
+}
+
 // Admin.Sync makes what `interval` acknowledged durable at once.
 TEST_F(ServerTest, SyncMakesIntervalWritesDurable) {
   worker::MemFileSystem fs;

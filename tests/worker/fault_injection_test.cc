@@ -67,6 +67,57 @@ TEST_F(FaultInjectionTest, FullDiskIsResourceExhaustedAndChangesNothing) {
   EXPECT_EQ(p_->Stats().recovery.truncated_bytes, 0u);
 }
 
+// A group of several ops on one key whose write fails (a full disk, after
+// part of it reached the file) is undone whole: index, versions and the
+// per-segment byte counts compaction trusts to drop segments unread.
+TEST_F(FaultInjectionTest, AFailedGroupOfOpsOnOneKeyChangesNothing) {
+  ASSERT_THAT(p_->Put("a", "v0"), IsOk());
+  const PartitionStats before = p_->Stats();
+  const SegmentUsageTable usage_before = p_->SegmentUsages();
+  const std::string big(400, 'x');
+  const std::vector<WriteOp> ops = {WriteOp::Put("a", big), WriteOp::Put("a", big + "y"),
+                                    WriteOp::Delete("a"), WriteOp::Put("b", big)};
+  fs_.FailAppendsAfter(0, ENOSPC);  // the group's write lands in part
+  std::vector<WriteResult> results;
+  EXPECT_FALSE(p_->ApplyBatch(ops, &results).ok());
+  fs_.FailAppendsAfter(-1, 0);
+  ASSERT_EQ(results.size(), ops.size());
+  for (const WriteResult& r : results) {
+    EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kResourceExhausted));
+  }
+  EXPECT_EQ(Value("a"), "v0");
+  EXPECT_EQ(Value("b"), "<missing>");
+  const PartitionStats after = p_->Stats();
+  EXPECT_EQ(after.tail_address, before.tail_address);
+  EXPECT_EQ(after.next_version, before.next_version);
+  EXPECT_EQ(after.live_bytes, before.live_bytes);
+  EXPECT_EQ(after.dead_bytes, before.dead_bytes);
+  for (const SegmentInfo& seg : p_->Segments()) {
+    EXPECT_EQ(p_->SegmentUsages().Get(seg.id).total_bytes, usage_before.Get(seg.id).total_bytes);
+    EXPECT_EQ(p_->SegmentUsages().Get(seg.id).live_bytes, usage_before.Get(seg.id).live_bytes);
+  }
+  // The partition goes on; a crash and a full replay agree with it.
+  ASSERT_THAT(p_->Put("c", "v"), IsOk());
+  const SegmentUsageTable usage = p_->SegmentUsages();
+  const std::vector<SegmentInfo> segments = p_->Segments();
+  fs_.KillAfterOps(0);  // the process dies: Close() writes nothing
+  p_.reset();
+  fs_.Crash(5, /*keep_unsynced=*/true);
+  Open();
+  EXPECT_EQ(Value("a"), "v0");
+  EXPECT_EQ(Value("b"), "<missing>");
+  EXPECT_EQ(Value("c"), "v");
+  for (const SegmentInfo& seg : segments) {
+    EXPECT_EQ(p_->SegmentUsages().Get(seg.id).total_bytes, usage.Get(seg.id).total_bytes)
+        << "segment " << seg.id;
+    EXPECT_EQ(p_->SegmentUsages().Get(seg.id).live_bytes, usage.Get(seg.id).live_bytes)
+        << "segment " << seg.id;
+  }
+  ASSERT_THAT(p_->Compact(0.0), IsOk());  // verify_compaction: no live byte dropped
+  EXPECT_EQ(Value("a"), "v0");
+  EXPECT_EQ(Value("c"), "v");
+}
+
 TEST_F(FaultInjectionTest, FullDiskAtSegmentCreationChangesNothing) {
   int i = 0;
   while (p_->Segments().size() == 1) {

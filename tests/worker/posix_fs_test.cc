@@ -1,5 +1,7 @@
 #include "worker/posix_fs.h"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -39,6 +41,11 @@ class PosixFsTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ec);
   }
   std::string Path(absl::string_view name) const { return JoinPath(dir_, name); }
+  bool Exists(const std::string& path) {
+    auto e = fs_.PathExists(path);
+    EXPECT_THAT(e, IsOk()) << path;
+    return e.value_or(false);
+  }
   void WriteFile(const std::string& path, const std::string& data) {
     auto f = fs_.OpenWritable(path, /*truncate=*/true);
     ASSERT_THAT(f, IsOk());
@@ -158,9 +165,20 @@ TEST_F(PosixFsTest, MappingSeesBytesAppendedAfterOpen) {
               StatusIs(absl::StatusCode::kDataLoss));
 }
 
+// A lookup that fails is an error, never "missing": the data dir and
+// partition open decide from it whether to start afresh.
+TEST_F(PosixFsTest, ALookupThatFailsIsAnErrorNotMissing) {
+  WriteFile(Path("file"), "x");
+  EXPECT_TRUE(Exists(Path("file")));
+  EXPECT_THAT(fs_.PathExists(Path("file/child")), StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_EQ(::symlink("loop", Path("loop").c_str()), 0);
+  EXPECT_TRUE(Exists(Path("loop")));  // the link itself
+  EXPECT_THAT(fs_.PathExists(Path("loop/child")), StatusIs(absl::StatusCode::kUnavailable));
+}
+
 TEST_F(PosixFsTest, MissingFilesAreNotFound) {
   const std::string missing = Path("missing");
-  EXPECT_FALSE(fs_.Exists(missing));
+  EXPECT_FALSE(Exists(missing));
   EXPECT_THAT(fs_.OpenReadable(missing, 100),
               StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(fs_.ReadFileToString(missing),
@@ -200,24 +218,24 @@ TEST_F(PosixFsTest, RenameReplacesTarget) {
   WriteFile(Path("to"), "old");
   ASSERT_THAT(fs_.Rename(Path("from"), Path("to")), IsOk());
   ASSERT_THAT(fs_.SyncDir(dir_), IsOk());
-  EXPECT_FALSE(fs_.Exists(Path("from")));
+  EXPECT_FALSE(Exists(Path("from")));
   EXPECT_EQ(Read(Path("to")), "new");
 }
 
 TEST_F(PosixFsTest, RemoveDeletesFile) {
   WriteFile(Path("f"), "x");
-  EXPECT_TRUE(fs_.Exists(Path("f")));
+  EXPECT_TRUE(Exists(Path("f")));
   ASSERT_THAT(fs_.Remove(Path("f")), IsOk());
   ASSERT_THAT(fs_.SyncDir(dir_), IsOk());
-  EXPECT_FALSE(fs_.Exists(Path("f")));
+  EXPECT_FALSE(Exists(Path("f")));
   EXPECT_THAT(fs_.Remove(Path("f")), StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST_F(PosixFsTest, CreateDirMakesMissingParents) {
   const std::string nested = Path("a/b/c/d");
   ASSERT_THAT(fs_.CreateDir(nested), IsOk());
-  EXPECT_TRUE(fs_.Exists(Path("a")));
-  EXPECT_TRUE(fs_.Exists(Path("a/b/c")));
+  EXPECT_TRUE(Exists(Path("a")));
+  EXPECT_TRUE(Exists(Path("a/b/c")));
   EXPECT_TRUE(std::filesystem::is_directory(nested));
   EXPECT_THAT(fs_.CreateDir(nested), IsOk());
   EXPECT_THAT(fs_.CreateDir(nested + "/"), IsOk());
@@ -269,7 +287,7 @@ TEST_F(PosixFsTest, WriteFileAtomicallyReplacesContentsAndLeavesNoTmp) {
   ASSERT_THAT(WriteFileAtomically(&fs_, dir_, "MANIFEST", "version two"),
               IsOk());
   EXPECT_EQ(Read(Path("MANIFEST")), "version two");
-  EXPECT_FALSE(fs_.Exists(Path("MANIFEST.tmp")));
+  EXPECT_FALSE(Exists(Path("MANIFEST.tmp")));
   auto names = fs_.ListDir(dir_);
   ASSERT_THAT(names, IsOk());
   EXPECT_THAT(*names, UnorderedElementsAre("MANIFEST"));

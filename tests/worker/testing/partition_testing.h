@@ -81,7 +81,9 @@ class ForwardingFileSystem : public FileSystem {
   }
   absl::Status SyncDir(const std::string& dir) override { return base_->SyncDir(dir); }
   absl::Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
-  bool Exists(const std::string& path) override { return base_->Exists(path); }
+  absl::StatusOr<bool> PathExists(const std::string& path) override {
+    return base_->PathExists(path);
+  }
 
  private:
   FileSystem* const base_;
