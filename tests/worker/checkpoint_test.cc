@@ -891,10 +891,26 @@ TEST_F(CheckpointRecoveryTest, CheckpointOfAnotherPartitionIsRejected) {
     auto oi = (*q)->Checkpoint();
     ASSERT_THAT(oi, IsOk());
     ASSERT_THAT((*q)->Close(), IsOk());
-    // Put under the name the MANIFEST lists.
+    // Put under the name the MANIFEST lists, and make the MANIFEST's
+    // entry match it (size, CRC, covered address, next version): only the
+    // partition check can tell.
     std::string contents = other_fs.Contents(CheckpointPath(oi->id));
     ASSERT_FALSE(contents.empty());
     ASSERT_TRUE(fs_.OverwriteFile(CheckpointPath(info->id), contents));
+    ASSERT_LE(oi->covered_address, info->covered_address);  // inside this log
+    const std::string manifest_path = std::string(kDir) + "/MANIFEST";
+    auto manifest = DecodeManifest(fs_.Contents(manifest_path), manifest_path);
+    ASSERT_THAT(manifest, IsOk());
+    bool replaced = false;
+    for (CheckpointInfo& c : manifest->checkpoints) {
+      if (c.id != info->id) continue;
+      c = *oi;
+      c.id = info->id;
+      replaced = true;
+    }
+    ASSERT_TRUE(replaced);
+    ASSERT_EQ(oi->id, info->id);  // the file's header names the same id
+    ASSERT_TRUE(fs_.OverwriteFile(manifest_path, EncodeManifest(*manifest)));
   }
   ASSERT_NO_FATAL_FAILURE(Reopen());
   EXPECT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
