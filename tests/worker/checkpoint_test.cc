@@ -1335,7 +1335,10 @@ TEST_P(CheckpointCrashTest, CrashAfterCheckpointEqualsFullReplay) {
       const int ops = 20 + rng() % 150;
       for (int i = 0; i < ops; ++i) ASSERT_NO_FATAL_FAILURE(write(true));
       if (rng() % 3 != 0) {
+        // A checkpoint syncs the log before it copies the index: all it
+        // covers is durable.
         ASSERT_THAT((*p)->Checkpoint(), IsOk());
+        synced = states.size() - 1;
       }
       if (rng() % 2 != 0) {
         ASSERT_THAT((*p)->Sync(), IsOk());
