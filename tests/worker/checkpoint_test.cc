@@ -867,6 +867,33 @@ INSTANTIATE_TEST_SUITE_P(Kinds, DamagedCheckpointTest,
                                            DamageKind::kMissing, DamageKind::kAppended),
                          [](const auto& info) { return DamageName(info.param); });
 
+// A checkpoint this build cannot read (a newer format) may be readable by
+// the next one: recovery falls back past it but keeps it listed, where a
+// damaged or missing one is dropped.
+TEST_F(CheckpointRecoveryTest, ACheckpointOfANewerFormatIsSkippedButKept) {
+  ASSERT_NO_FATAL_FAILURE(Write(100, 30));
+  auto info = TakeCheckpoint();
+  ASSERT_THAT(info, IsOk());
+  ASSERT_NO_FATAL_FAILURE(Write(100, 30));
+  ASSERT_THAT(p_->Close(), IsOk());
+  p_.reset();
+  std::string d = fs_.Contents(CheckpointPath(info->id));
+  ASSERT_FALSE(d.empty());
+  EncodeFixed32(d.data() + kOffVersion, kCheckpointFormatVersion + 1);
+  EncodeFixed32(d.data() + kOffHeaderCrc, crc32c::Value(d.data(), kOffHeaderCrc));
+  ASSERT_TRUE(fs_.OverwriteFile(CheckpointPath(info->id), d));
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
+  EXPECT_EQ(p_->Stats().recovered.checkpoints_rejected, 1u);
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+  const std::string manifest_path = std::string(kDir) + "/MANIFEST";
+  auto manifest = DecodeManifest(fs_.Contents(manifest_path), manifest_path);
+  ASSERT_THAT(manifest, IsOk());
+  ASSERT_EQ(manifest->checkpoints.size(), 1u);
+  EXPECT_EQ(manifest->checkpoints[0].id, info->id);
+  EXPECT_TRUE(fs_.Exists(CheckpointPath(info->id)));
+}
+
 TEST_F(CheckpointRecoveryTest, CheckpointOfAnotherPartitionIsRejected) {
   // A checkpoint file that is valid in itself but was written for other
   // options (here: copied from a different partition's directory) must
