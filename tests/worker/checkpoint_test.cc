@@ -543,7 +543,7 @@ class CheckpointRecoveryTest : public ::testing::Test {
     o_ = SmallOptions(&fs_);
     o_.checkpoint_interval = absl::ZeroDuration();  // only on demand
     o_.compaction_dead_ratio = 2;                   // never on its own
-    Reopen();
+    ASSERT_NO_FATAL_FAILURE(Reopen());
   }
 
   void Reopen() {
