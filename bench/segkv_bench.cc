@@ -198,7 +198,7 @@ absl::StatusOr<Config> ConfigFromFlags() {
   c.key_size = absl::GetFlag(FLAGS_key_size);
   c.value_size = absl::GetFlag(FLAGS_value_size);
   c.inflight = absl::GetFlag(FLAGS_inflight);
-  c.channels = absl::GetFlag(FLAGS_channels);
+  c.channels = std::min(absl::GetFlag(FLAGS_channels), c.inflight);
   c.threads = std::min(absl::GetFlag(FLAGS_threads), c.inflight);
   c.duration = absl::GetFlag(FLAGS_duration);
   c.warmup = absl::GetFlag(FLAGS_warmup);
@@ -220,12 +220,15 @@ absl::StatusOr<Config> ConfigFromFlags() {
         absl::StrCat("--value_size must be in [1, ", kMaxValueSize, "]"));
   }
   if (c.inflight < 1 || c.channels < 1 || c.threads < 1 || c.batch < 1 ||
-      c.inflight > kMaxInflight || c.channels > c.inflight || c.batch > kMaxBatch) {
+      c.inflight > kMaxInflight || c.batch > kMaxBatch) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--inflight must be in [1, ", kMaxInflight, "], --channels in [1, --inflight], "
-        "--threads >= 1, --batch in [1, ", kMaxBatch, "]"));
+        "--inflight must be in [1, ", kMaxInflight, "], --channels and --threads >= 1 "
+        "(at most --inflight are used), --batch in [1, ", kMaxBatch, "]"));
   }
-  if (static_cast<int64_t>(c.batch) * OpBytes(c) > kMaxMessageBytes - (1 << 20)) {
+  const bool batches = std::any_of(c.mix.begin(), c.mix.end(), [](const auto& m) {
+    return m.first == OpKind::kBatchPut;
+  });
+  if (batches && static_cast<int64_t>(c.batch) * OpBytes(c) > kMaxMessageBytes - (1 << 20)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--batch=", c.batch, " of ", OpBytes(c), "-byte ops is over the ",
         kMaxMessageBytes, "-byte message limit"));

@@ -89,7 +89,7 @@ bench() {
   local label=$1; shift
   local out rc=0
   out=$(bazel-bin/bench/segkv-bench --duration="$duration" --json "$@") || rc=$?
-  echo "$out" | grep '^segkv-bench' | sed "s/^/[$label] /" >&2
+  { echo "$out" | grep '^segkv-bench' || true; } | sed "s/^/[$label] /" >&2
   if [ "$rc" -ne 0 ]; then
     echo "service_bench: [$label] segkv-bench failed (exit $rc); this run is left out" >&2
     failed=1
@@ -250,7 +250,11 @@ print(f"{'no-op Put @256':32} {'':>12} {cpu(r['put256_noop']['server_cpu_us_per_
 print("per round (segkv / other side):")
 for a, b, f in [("put_segkv", "put_noop", "qps"), ("get_segkv", "get_noop", "qps"),
                 ("batch_segkv", "batch_noop", "keys_per_s"), ("sync_put_segkv", "etcd_put", "qps")]:
-  print(f"  {a:16} " + "  ".join(f"{x[f]:.0f}/{y[f]:.0f}" for x, y in zip(runs[a], runs[b])))
+  if len(runs[a]) == len(runs[b]):
+    print(f"  {a:16} " + "  ".join(f"{x[f]:.0f}/{y[f]:.0f}" for x, y in zip(runs[a], runs[b])))
+  else:  # a failed run was left out: the rounds no longer pair up
+    print(f"  {a:16} " + " ".join(f"{x[f]:.0f}" for x in runs[a]) + " / " +
+          " ".join(f"{y[f]:.0f}" for y in runs[b]))
 if want_json:
   print(json.dumps({
     "put_qps": rnd(r["put_segkv"]["qps"]), "get_qps": rnd(r["get_segkv"]["qps"]),

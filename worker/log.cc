@@ -429,21 +429,17 @@ absl::Status Log::Replay(uint64_t start, Visitor visit, LogRecoveryStats* stats)
   }
   // One writer window per segment: a process whose window differs from the
   // one the active segment records (its limits changed, or the segment
-  // predates the field) appends to a new segment that records its own. If
-  // that seal fails (a full disk), it goes on in this one: as before the
-  // field existed, a crash is then judged with the recorded window.
+  // predates the field) appends nothing to it. SpaceLeft() is 0 until a
+  // Seal() has started a segment that records this process's window: the
+  // first write seals (and fails with the seal's error, to be retried, if
+  // that fails); an open with no write after it changes nothing.
   if (active_window_ != TornWindow()) {
-    if (absl::Status s = Seal(); !s.ok()) {
-      if (!failure_.ok()) return failure_;
-      LOG(WARNING) << "partition " << options_.partition << ": cannot start a segment "
-                   << "for this process's torn window (" << s << "); appending to segment "
-                   << active_id_ << ", which records another";
-    } else {
-      LOG(INFO) << "partition " << options_.partition << ": sealed segment "
-                << active_id_ - 1 << " at open: it records a torn window of "
-                << active_window_ << " bytes, this process's is " << TornWindow();
-      ++stats->window_seals;
-    }
+    window_seal_pending_ = true;
+    LOG(INFO) << "partition " << options_.partition << ": segment " << active_id_
+              << " records a torn window of " << active_window_
+              << " bytes, this process's is " << TornWindow()
+              << ": the first write goes to a new segment";
+    ++stats->window_changed;
   }
   return absl::OkStatus();
 }
@@ -685,6 +681,7 @@ absl::Status Log::Seal() {
       active_base_ = next_id * segment_size_;
       active_file_ = std::move(*file);
       buffer_base_ = tail_ = synced_ = active_base_ + format::kSegmentHeaderSize;
+      window_seal_pending_ = false;
       return absl::OkStatus();
     }
   }
@@ -726,19 +723,15 @@ uint64_t Log::First() const {
 uint64_t Log::Skip(uint64_t address) const {
   if (address >= tail_) return tail_;
   uint64_t id = address / segment_size_;
-  const uint64_t offset = address - id * segment_size_;
-  const Segment* seg = SegmentById(id);
-  if (seg != nullptr && offset >= format::kSegmentHeaderSize &&
-      (id == active_id_ || offset < seg->info.end_offset)) {
-    return address;
-  }
-  if (seg != nullptr && offset < format::kSegmentHeaderSize) {
-    return id * segment_size_ + format::kSegmentHeaderSize;
-  }
-  for (++id; id <= active_id_; ++id) {
-    if (SegmentById(id) != nullptr) {
-      return id * segment_size_ + format::kSegmentHeaderSize;
-    }
+  uint64_t offset = address - id * segment_size_;
+  // The first address at or after `address` in a segment that exists and
+  // holds data there (a sealed segment may hold none: one sealed for a new
+  // torn window before any record went into it).
+  for (; id <= active_id_; ++id, offset = 0) {
+    const Segment* seg = SegmentById(id);
+    if (seg == nullptr) continue;
+    const uint64_t start = std::max<uint64_t>(offset, format::kSegmentHeaderSize);
+    if (id == active_id_ || start < seg->info.end_offset) return id * segment_size_ + start;
   }
   return tail_;
 }

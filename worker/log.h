@@ -98,9 +98,9 @@ struct LogRecoveryStats {
   uint64_t bytes = 0;            // record bytes replayed
   uint64_t truncated_bytes = 0;  // torn tail cut off the active segment
   uint64_t removed_files = 0;    // orphaned segment/checkpoint files, tmp files
-  // 1 if the active segment was sealed at open because it records another
-  // torn window than this process's (docs/format/log.md).
-  uint64_t window_seals = 0;
+  // 1 if the active segment records another torn window than this
+  // process's: the first write seals it (docs/format/log.md).
+  uint64_t window_changed = 0;
 };
 
 // INVALID_ARGUMENT unless a segment of `segment_size` bytes is at most
@@ -191,7 +191,11 @@ class Log {
   FileSystem* fs() const { return fs_; }
 
   // Bytes a record may still occupy in the active segment.
-  uint64_t SpaceLeft() const { return active_base_ + segment_size_ - tail_; }
+  // 0 while the active segment records another process's torn window (see
+  // Replay()): writers Seal() first.
+  uint64_t SpaceLeft() const {
+    return window_seal_pending_ ? 0 : active_base_ + segment_size_ - tail_;
+  }
   // Reserves `size` <= SpaceLeft() bytes at the tail and returns their
   // address; the caller writes the record at BufferAt(address) at once.
   uint64_t Append(uint64_t size);
@@ -302,8 +306,11 @@ class Log {
   uint64_t version_floor_ = 0;
   bool opened_ = false;
   bool fresh_ = false;  // Open() created the log
-  // The torn window the active segment's header records (0: none).
+  // The torn window the active segment's header records (0: none), and
+  // whether it differs from this process's, so nothing may be appended to
+  // it before a Seal().
   uint64_t active_window_ = 0;
+  bool window_seal_pending_ = false;
 
   Buffer buffer_;
   // Address of buffer_[0] = end of the active file. Reads at or above it

@@ -430,7 +430,7 @@ TEST_F(ToolsTest, SegkvBenchRejectsLoadsItCannotSend) {
                                          " --target=segkv --endpoint=", server_->address(),
                                          " --duration=100ms --warmup=0s ");
   for (const char* flags : {"--value_size=2000000000", "--value_size=0",
-                            "--inflight=2000000000", "--inflight=4 --channels=5", "--batch=10001",
+                            "--inflight=2000000000", "--channels=0", "--batch=10001",
                             "--mix=batch_put:100 --batch=10000 --value_size=10000"}) {
     Result r = Exec(bench + flags);
     EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.out;
