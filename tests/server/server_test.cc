@@ -122,11 +122,30 @@ class ServerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     StartServer();
   }
-  // Calls sent with a 50 ms timeout and seen queued by `queued_by` have a
-  // server deadline of at most `queued_by` + 50 ms (receipt + the timeout
-  // the client sent): returns once that has passed.
+  // The timeout of the calls the deadline tests let expire in a queue:
+  // long enough for a loaded machine to get them there.
+  static constexpr absl::Duration kImpatient = absl::Milliseconds(500);
+  // A client for those calls, on the fixture's channel, connected first so
+  // the timeout is not spent connecting.
+  client::Client Impatient() {
+    EXPECT_TRUE(client_->channel()->WaitForConnected(
+        std::chrono::system_clock::now() + std::chrono::seconds(30)));
+    return client::Client(client_->channel(), kImpatient);
+  }
+  // Calls sent with the kImpatient timeout and seen queued by `queued_by`
+  // have a server deadline of at most `queued_by` + kImpatient (receipt +
+  // the timeout the client sent): returns once that has passed.
   static void WaitPastTheirDeadline(absl::Time queued_by) {
-    absl::SleepFor(queued_by + absl::Milliseconds(60) - absl::Now());
+    absl::SleepFor(queued_by + kImpatient + absl::Milliseconds(10) - absl::Now());
+  }
+  // Waits until `worker`'s queue holds `n` requests (bounded: a call that
+  // never got there fails the test instead of hanging it).
+  static void WaitForQueueDepth(worker::Worker* worker, size_t n) {
+    const absl::Time limit = absl::Now() + absl::Seconds(60);
+    while (worker->queue_depth() < n) {
+      ASSERT_LT(absl::Now(), limit) << "the calls never reached the worker's queue";
+      std::this_thread::yield();
+    }
   }
   void ExpectMissing(const std::string& key) {
     auto get = client_->Get(key);
@@ -619,7 +638,7 @@ TEST_F(ServerTest, FullQueueIsResourceExhaustedAndServerKeepsServing) {
       if (client_->Put(absl::StrCat("queued", i), "v").ok()) ++queued_ok;
     });
   }
-  while (server_->frontend().worker(0)->queue_depth() < 2) std::this_thread::yield();
+  ASSERT_NO_FATAL_FAILURE(WaitForQueueDepth(server_->frontend().worker(0), 2));
   EXPECT_THAT(client_->Put("refused", "v"), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(client_->Get("refused"), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(client_->Delete("queued0"), StatusIs(absl::StatusCode::kResourceExhausted));
@@ -653,7 +672,7 @@ TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceededAndNotApplied) {
   auto* worker = server_->frontend().worker(server_->frontend().PartitionOf("late"));
   ASSERT_TRUE(worker->Submit(blocker.get()));
   blocker->running.WaitForNotification();
-  client::Client impatient(client_->channel(), absl::Milliseconds(50));
+  client::Client impatient = Impatient();
   std::thread put([&] {
     EXPECT_THAT(impatient.Put("late", "v"), StatusIs(absl::StatusCode::kDeadlineExceeded));
   });
@@ -670,10 +689,10 @@ TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceededAndNotApplied) {
     EXPECT_THAT(impatient.BatchWrite(batch), StatusIs(absl::StatusCode::kDeadlineExceeded));
   });
   // The server's deadline is its receipt time plus the timeout the client
-  // sent (at most 50 ms), so it has passed 50 ms after the requests are
-  // seen queued, however late the server read them. Only then free the
-  // worker.
-  while (worker->queue_depth() < 2) std::this_thread::yield();
+  // sent (at most kImpatient), so it has passed kImpatient after the
+  // requests are seen queued, however late the server read them. Only then
+  // free the worker.
+  ASSERT_NO_FATAL_FAILURE(WaitForQueueDepth(worker, 2));
   const absl::Time queued_by = absl::Now();
   put.join();
   write.join();
@@ -695,12 +714,12 @@ TEST_F(ServerTest, ARequestBehindASlowReadIsCheckedWhenItsTurnComes) {
   ASSERT_TRUE(worker->Submit(first.get()));
   first->running.WaitForNotification();
   ASSERT_TRUE(worker->Submit(slow.get()));
-  client::Client impatient(client_->channel(), absl::Milliseconds(50));
+  client::Client impatient = Impatient();
   std::thread put([&] {
     EXPECT_THAT(impatient.Put("behind", "v"), StatusIs(absl::StatusCode::kDeadlineExceeded));
   });
   // Both wait in the queue, so the worker drains them as one batch.
-  while (worker->queue_depth() < 2) std::this_thread::yield();
+  ASSERT_NO_FATAL_FAILURE(WaitForQueueDepth(worker, 2));
   const absl::Time queued_by = absl::Now();
   first->release.Notify();
   slow->running.WaitForNotification();
@@ -1215,7 +1234,7 @@ class CheckpointHookFs : public worker::MemFileSystem {
 class CheckpointHoldingFs : public CheckpointHookFs {
  public:
   void Release() { released_.Notify(); }
-  void WaitUntilHeld() { held_.WaitForNotification(); }
+  bool WaitUntilHeld() { return held_.WaitForNotificationWithTimeout(absl::Seconds(60)); }
 
  private:
   void BeforeCheckpointAppend(bool first) override {
@@ -1239,11 +1258,11 @@ TEST_F(ServerTest, AbandonedCheckpointCallDoesNotHoldShutdown) {
   std::unique_ptr<Server> server = std::move(*started);
   client::ClientOptions co;
   co.endpoint = server->address();
-  co.timeout = absl::Milliseconds(500);
+  co.timeout = absl::Seconds(2);  // the worker starts the checkpoint well before
   client::Client c(co);
   ASSERT_THAT(c.Put("k", "v"), IsOk());
   EXPECT_THAT(c.Checkpoint(), StatusIs(absl::StatusCode::kDeadlineExceeded));
-  fs.WaitUntilHeld();  // the checkpoint really is in progress
+  ASSERT_TRUE(fs.WaitUntilHeld()) << "the checkpoint never started";
   const absl::Time start = absl::Now();
   server->Shutdown(absl::Seconds(60));
   EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << "shutdown waited out the grace period";
