@@ -867,7 +867,7 @@ void Partition::CompactionFailed(const absl::Status& s) {
   ++compaction_.errors;
   compaction_.last_error = std::string(s.message());
   compaction_.last_error_code = s.code();
-  compaction_retry_at_ = absl::Now() + absl::Seconds(1);
+  compaction_retry_at_ = absl::Now() + options_.compaction_retry_delay;
   forced_ratio_.reset();  // a forced pass ends here; the caller sees the error
   // The victim is let go too (so compaction_running() turns false): what it
   // relocated so far stays relocated, and a later pass rescans it from the

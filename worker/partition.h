@@ -114,6 +114,10 @@ struct PartitionOptions {
   // stops once nothing in the victim is left to keep. Off: every victim is
   // read record by record to its end (what the shortcuts must agree with).
   bool compaction_shortcuts = true;
+  // After a failed compaction step, automatic compaction waits this long
+  // before the next (an error that repeats, like a full disk, must not
+  // spin).
+  absl::Duration compaction_retry_delay = absl::Seconds(1);
   // Tests: before a victim that was not read is deleted, read it and
   // CHECK that no index entry points at a record in it.
   bool verify_compaction = false;
