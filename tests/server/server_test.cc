@@ -945,6 +945,34 @@ TEST_F(ServerTest, AnExistingDataDirKeepsItsSegmentSizeWhateverTheFlag) {
   ASSERT_THAT(client_->Put("k2", std::string(60 << 10, 'w')), IsOk());
 }
 
+// A request over --max_message_bytes is refused by gRPC itself before segkv
+// sees it (RESOURCE_EXHAUSTED, as docs/api.md says), and writes nothing;
+// empty batches are fine and write nothing either.
+TEST_F(ServerTest, ARequestOverTheMessageLimitWritesNothing) {
+  client_.reset();
+  server_->Shutdown(absl::Seconds(5));
+  server_.reset();
+  options_.max_message_bytes = static_cast<int>(options_.limits.max_value_size) + 8192;
+  StartServer();
+  v1::BatchWriteRequest batch;
+  for (const char* key : {"big1", "big2"}) {
+    auto* put = batch.add_ops()->mutable_put();
+    put->set_key(key);
+    put->set_value(std::string(60 << 10, 'v'));  // each fits; both do not
+  }
+  EXPECT_THAT(client_->BatchWrite(batch),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("larger than max")));
+  ExpectMissing("big1");
+  ExpectMissing("big2");
+  auto empty_write = client_->BatchWrite(v1::BatchWriteRequest());
+  ASSERT_THAT(empty_write, IsOk());
+  EXPECT_EQ(empty_write->results_size(), 0);
+  auto empty_get = client_->BatchGet(v1::BatchGetRequest());
+  ASSERT_THAT(empty_get, IsOk());
+  EXPECT_EQ(empty_get->results_size(), 0);
+  EXPECT_EQ(TotalKeys(), 0u);
+}
+
 // At the smallest --max_message_bytes (--max_value_size + 8 KiB) a record
 // with the longest key and the largest value still comes back from Scan.
 TEST_F(ServerTest, ScanReturnsTheLargestRecordAtTheSmallestMessageLimit) {
