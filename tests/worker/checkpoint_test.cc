@@ -602,6 +602,17 @@ class CheckpointRecoveryTest : public ::testing::Test {
     if (info.ok()) ids_.push_back(info->id);
     return info;
   }
+  // Writes, takes a checkpoint (*out), writes more and closes: the
+  // checkpoint covers part of the log.
+  void CheckpointBetweenWritesAndClose(CheckpointInfo* out) {
+    ASSERT_NO_FATAL_FAILURE(Write(100, 30));
+    auto info = TakeCheckpoint();
+    ASSERT_THAT(info, IsOk());
+    *out = *info;
+    ASSERT_NO_FATAL_FAILURE(Write(100, 30));
+    ASSERT_THAT(p_->Close(), IsOk());
+    p_.reset();
+  }
 
   // Closes the partition, then checks that a full replay gives the model.
   void ExpectFullReplayGivesModel() {
@@ -871,17 +882,13 @@ INSTANTIATE_TEST_SUITE_P(Kinds, DamagedCheckpointTest,
 // the next one: recovery falls back past it but keeps it listed, where a
 // damaged or missing one is dropped.
 TEST_F(CheckpointRecoveryTest, ACheckpointOfANewerFormatIsSkippedButKept) {
-  ASSERT_NO_FATAL_FAILURE(Write(100, 30));
-  auto info = TakeCheckpoint();
-  ASSERT_THAT(info, IsOk());
-  ASSERT_NO_FATAL_FAILURE(Write(100, 30));
-  ASSERT_THAT(p_->Close(), IsOk());
-  p_.reset();
-  std::string d = fs_.Contents(CheckpointPath(info->id));
+  CheckpointInfo info;
+  ASSERT_NO_FATAL_FAILURE(CheckpointBetweenWritesAndClose(&info));
+  std::string d = fs_.Contents(CheckpointPath(info.id));
   ASSERT_FALSE(d.empty());
   EncodeFixed32(d.data() + kOffVersion, kCheckpointFormatVersion + 1);
   EncodeFixed32(d.data() + kOffHeaderCrc, crc32c::Value(d.data(), kOffHeaderCrc));
-  ASSERT_TRUE(fs_.OverwriteFile(CheckpointPath(info->id), d));
+  ASSERT_TRUE(fs_.OverwriteFile(CheckpointPath(info.id), d));
   ASSERT_NO_FATAL_FAILURE(Reopen());
   EXPECT_FALSE(p_->Stats().recovered.checkpoint_id.has_value());
   EXPECT_EQ(p_->Stats().recovered.checkpoints_rejected, 1u);
@@ -890,20 +897,16 @@ TEST_F(CheckpointRecoveryTest, ACheckpointOfANewerFormatIsSkippedButKept) {
   auto manifest = DecodeManifest(fs_.Contents(manifest_path), manifest_path);
   ASSERT_THAT(manifest, IsOk());
   ASSERT_EQ(manifest->checkpoints.size(), 1u);
-  EXPECT_EQ(manifest->checkpoints[0].id, info->id);
-  EXPECT_TRUE(fs_.Exists(CheckpointPath(info->id)));
+  EXPECT_EQ(manifest->checkpoints[0].id, info.id);
+  EXPECT_TRUE(fs_.Exists(CheckpointPath(info.id)));
 }
 
 TEST_F(CheckpointRecoveryTest, CheckpointOfAnotherPartitionIsRejected) {
   // A checkpoint file that is valid in itself but was written for other
   // options (here: copied from a different partition's directory) must
   // not be loaded.
-  ASSERT_NO_FATAL_FAILURE(Write(100, 30));
-  auto info = TakeCheckpoint();
-  ASSERT_THAT(info, IsOk());
-  ASSERT_NO_FATAL_FAILURE(Write(100, 30));
-  ASSERT_THAT(p_->Close(), IsOk());
-  p_.reset();
+  CheckpointInfo info;
+  ASSERT_NO_FATAL_FAILURE(CheckpointBetweenWritesAndClose(&info));
 
   MemFileSystem other_fs;
   PartitionOptions other = SmallOptions(&other_fs);
@@ -923,20 +926,20 @@ TEST_F(CheckpointRecoveryTest, CheckpointOfAnotherPartitionIsRejected) {
     // partition check can tell.
     std::string contents = other_fs.Contents(CheckpointPath(oi->id));
     ASSERT_FALSE(contents.empty());
-    ASSERT_TRUE(fs_.OverwriteFile(CheckpointPath(info->id), contents));
-    ASSERT_LE(oi->covered_address, info->covered_address);  // inside this log
+    ASSERT_TRUE(fs_.OverwriteFile(CheckpointPath(info.id), contents));
+    ASSERT_LE(oi->covered_address, info.covered_address);  // inside this log
     const std::string manifest_path = std::string(kDir) + "/MANIFEST";
     auto manifest = DecodeManifest(fs_.Contents(manifest_path), manifest_path);
     ASSERT_THAT(manifest, IsOk());
     bool replaced = false;
     for (CheckpointInfo& c : manifest->checkpoints) {
-      if (c.id != info->id) continue;
+      if (c.id != info.id) continue;
       c = *oi;
-      c.id = info->id;
+      c.id = info.id;
       replaced = true;
     }
     ASSERT_TRUE(replaced);
-    ASSERT_EQ(oi->id, info->id);  // the file's header names the same id
+    ASSERT_EQ(oi->id, info.id);  // the file's header names the same id
     ASSERT_TRUE(fs_.OverwriteFile(manifest_path, EncodeManifest(*manifest)));
   }
   ASSERT_NO_FATAL_FAILURE(Reopen());
@@ -1266,10 +1269,6 @@ TEST_F(CheckpointRecoveryTest, ACheckpointThatCouldNotBeRecordedLeavesNoFile) {
   ASSERT_NO_FATAL_FAILURE(ExpectModel());
 }
 
-// The log below a checkpoint's covered address was synced before the
-// checkpoint was written. A log that ends short of it lost synced records:
-// the partition must not open by falling back to an older checkpoint or a
-// full replay as if nothing had happened.
 // A checkpoint whose file could not be written gives up its id: the file a
 // (background) removal may still be about to delete never has the name of
 // the retry.
@@ -1288,6 +1287,10 @@ TEST_F(CheckpointRecoveryTest, AFailedCheckpointWriteDoesNotReuseItsId) {
                                                           CheckpointFileName(retry->id)));
 }
 
+// The log below a checkpoint's covered address was synced before the
+// checkpoint was written. A log that ends short of it lost synced records:
+// the partition must not open by falling back to an older checkpoint or a
+// full replay as if nothing had happened.
 TEST_F(CheckpointRecoveryTest, ALogShorterThanACheckpointCoversIsDataLoss) {
   ASSERT_NO_FATAL_FAILURE(Write(40, 20));
   auto info = TakeCheckpoint();
