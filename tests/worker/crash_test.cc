@@ -55,6 +55,14 @@ PartitionOptions CrashOptions(MemFileSystem* fs, Durability d,
   return o;
 }
 
+// `none` or `interval` by the seed's parity, and only explicit syncs.
+PartitionOptions ExplicitSyncOptions(MemFileSystem* fs, int seed, std::mt19937_64& rng) {
+  PartitionOptions o =
+      CrashOptions(fs, seed % 2 ? Durability::kNone : Durability::kInterval, rng);
+  o.sync_interval = absl::Hours(1);
+  return o;
+}
+
 // Runs `ops` random operations, reporting each acknowledged one to
 // on_ack(op, result) and each failed one that may have reached the disk to
 // on_fail(op). (A partition that already refuses writes, after a failed
@@ -179,9 +187,7 @@ TEST_P(CrashTest, RecoveredStateIsAPrefixUnderNoneAndInterval) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     std::mt19937_64 rng(seed);
     MemFileSystem fs;
-    const Durability d = seed % 2 ? Durability::kNone : Durability::kInterval;
-    PartitionOptions o = CrashOptions(&fs, d, rng);
-    o.sync_interval = absl::Hours(1);  // only explicit syncs in this test
+    const PartitionOptions o = ExplicitSyncOptions(&fs, seed, rng);
     auto p = Partition::Open(o);
     ASSERT_THAT(p, IsOk());
 
@@ -232,9 +238,7 @@ TEST_P(CrashTest, SyncedWritesSurviveFaultsUnderNoneAndInterval) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     std::mt19937_64 rng(seed);
     MemFileSystem fs;
-    const Durability d = seed % 2 ? Durability::kNone : Durability::kInterval;
-    PartitionOptions o = CrashOptions(&fs, d, rng);
-    o.sync_interval = absl::Hours(1);  // only explicit syncs here
+    const PartitionOptions o = ExplicitSyncOptions(&fs, seed, rng);
     auto p = Partition::Open(o);
     ASSERT_THAT(p, IsOk());
 
