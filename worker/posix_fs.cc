@@ -210,18 +210,28 @@ absl::Status PosixFileSystem::SyncDir(const std::string& dir) {
 
 absl::Status PosixFileSystem::CreateDir(const std::string& dir) {
   // Create each missing component, parents first, and make each one
-  // durable in its parent (fsync of the parent) before going deeper.
+  // durable in its parent (fsync of the parent) before going deeper. One
+  // that exists is synced in its parent too, as far as that works: a
+  // process killed between its mkdir and that fsync left it visible but not
+  // durable. (Where it fails, a read-only root or an unreadable parent, no
+  // segkv process can have made the directory: its creation would have
+  // failed the same way.)
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos != dir.size() && dir[pos] != '/') continue;
     std::string prefix = dir.substr(0, pos);
+    bool existed = false;
     if (::mkdir(prefix.c_str(), 0755) != 0) {
-      if (errno == EEXIST) continue;
-      return ErrnoToStatus(errno, "mkdir", prefix);
+      if (errno != EEXIST) return ErrnoToStatus(errno, "mkdir", prefix);
+      existed = true;
     }
     const size_t slash = prefix.find_last_of('/');
     const std::string parent =
         slash == std::string::npos ? "." : slash == 0 ? "/" : prefix.substr(0, slash);
-    if (absl::Status s = SyncDir(parent); !s.ok()) return s;
+    if (existed) {
+      SyncDir(parent).IgnoreError();
+    } else if (absl::Status s = SyncDir(parent); !s.ok()) {
+      return s;
+    }
   }
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) return ErrnoToStatus(errno, "stat", dir);
