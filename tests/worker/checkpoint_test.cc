@@ -1020,6 +1020,43 @@ TEST_F(CheckpointRecoveryTest, WritesWhileAsyncCheckpointRunsAreRecovered) {
   ASSERT_NO_FATAL_FAILURE(ExpectFullReplayGivesModel());
 }
 
+// The buffer a checkpoint maps when it starts has room for some growth of
+// the index; an index that outgrows it before the copy gets a bigger one
+// (the job goes back to allocating), and the checkpoint is still whole.
+TEST_F(CheckpointRecoveryTest, AnIndexThatOutgrowsTheCheckpointBufferGetsABiggerOne) {
+  o_.segment_size = 4 << 20;  // fewer seals for the many writes below
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  ASSERT_NO_FATAL_FAILURE(Write(200, 40));
+  auto file_size = [&] {
+    CheckpointHeader h;
+    h.geometry = p_->index().geometry();
+    h.usage_count = CountUsageEntries(p_->SegmentUsages());
+    return CheckpointFileSize(h);
+  };
+  const uint64_t before = file_size();
+  ASSERT_THAT(p_->StartCheckpoint(), IsOk());
+  // No Tick until the index has grown past the room mapped for it (the
+  // job's estimate + 16 usage entries, + 1/16, + 1 MiB).
+  ASSERT_NO_FATAL_FAILURE(Write(150000, 1 << 30));
+  ASSERT_GT(file_size(), before + before / 16 + (1 << 20) + 16 * 64)
+      << "the index did not outgrow the buffer: the test tests nothing";
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (p_->checkpoint_running()) {
+    ASSERT_THAT(p_->Tick(), IsOk());
+    ASSERT_LT(absl::Now(), deadline) << "the checkpoint never finished";
+  }
+  const PartitionStats s = p_->Stats();
+  EXPECT_EQ(s.checkpoints.taken, 1u);
+  EXPECT_EQ(s.checkpoints.failed, 0u) << s.checkpoints.last_error;
+  ASSERT_TRUE(s.checkpoints.last.has_value());
+  EXPECT_EQ(s.checkpoints.last->covered_address, s.tail_address);
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_EQ(p_->Stats().recovered.checkpoint_id,
+            std::optional<uint64_t>(s.checkpoints.last->id));
+  EXPECT_EQ(p_->Stats().recovery.records, 0u);  // nothing after it to replay
+  ASSERT_NO_FATAL_FAILURE(ExpectModel());
+}
+
 TEST_F(CheckpointRecoveryTest, CheckpointJoinsARunningOne) {
   ASSERT_NO_FATAL_FAILURE(Write(100, 40));
   ASSERT_THAT(p_->StartCheckpoint(), IsOk());
