@@ -7,8 +7,7 @@
 #   bench/service_bench.sh [--json] [--duration=5s] [--rounds=3]
 #
 # Each comparison runs as --rounds alternating pairs (segkv then the other
-# side, then the other way round), both servers up the whole time, and
-# reports the median of each side and the ratio of the medians. On a small
+# side, then the other way round) and reports the median of each side and the ratio of the medians. On a small
 # shared machine one long run of each side can land in different phases of
 # the host's load, and the no-op server's own throughput is bimodal here
 # (about 30k or 50k unary QPS from one run to the next); alternating rounds
@@ -83,8 +82,8 @@ print(a.getsockname()[1], b.getsockname()[1])'
 
 # bench LABEL FLAGS...: one segkv-bench run; appends its JSON line to
 # $work/LABEL.jsonl. A failed run (segkv-bench exits non-zero: over 1% of
-# requests failed) is reported and left out; the script goes on and exits 1
-# at the end.
+# requests failed) is reported and appends `null` (left out of the medians;
+# the rounds still pair up); the script goes on and exits 1 at the end.
 bench() {
   local label=$1; shift
   local out rc=0
@@ -92,6 +91,7 @@ bench() {
   { echo "$out" | grep '^segkv-bench' || true; } | sed "s/^/[$label] /" >&2
   if [ "$rc" -ne 0 ]; then
     echo "service_bench: [$label] segkv-bench failed (exit $rc); this run is left out" >&2
+    echo null >>"$work/$label.jsonl"
     failed=1
     return 0
   fi
@@ -213,7 +213,7 @@ def rnd(x, n=None):
 def median(vals):
   vals = [v for v in vals if v is not None and v >= 0]
   return statistics.median(vals) if vals else None
-r = {k: {f: median(x[f] for x in v)
+r = {k: {f: median(x[f] for x in v if x is not None)
          for f in ("qps", "keys_per_s", "p99_us", "server_cpu_us_per_key",
                    "client_cpu_us_per_key")}
      for k, v in runs.items()}
@@ -250,11 +250,8 @@ print(f"{'no-op Put @256':32} {'':>12} {cpu(r['put256_noop']['server_cpu_us_per_
 print("per round (segkv / other side):")
 for a, b, f in [("put_segkv", "put_noop", "qps"), ("get_segkv", "get_noop", "qps"),
                 ("batch_segkv", "batch_noop", "keys_per_s"), ("sync_put_segkv", "etcd_put", "qps")]:
-  if len(runs[a]) == len(runs[b]):
-    print(f"  {a:16} " + "  ".join(f"{x[f]:.0f}/{y[f]:.0f}" for x, y in zip(runs[a], runs[b])))
-  else:  # a failed run was left out: the rounds no longer pair up
-    print(f"  {a:16} " + " ".join(f"{x[f]:.0f}" for x in runs[a]) + " / " +
-          " ".join(f"{y[f]:.0f}" for y in runs[b]))
+  one = lambda x: "failed" if x is None else f"{x[f]:.0f}"
+  print(f"  {a:16} " + "  ".join(f"{one(x)}/{one(y)}" for x, y in zip(runs[a], runs[b])))
 if want_json:
   print(json.dumps({
     "put_qps": rnd(r["put_segkv"]["qps"]), "get_qps": rnd(r["get_segkv"]["qps"]),

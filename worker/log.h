@@ -215,7 +215,8 @@ class Log {
   }
   // Iteration for scans. First(): address of the first record slot. Skip(a):
   // `a` itself if a record may start there, else the next address where one
-  // may (the start of the next existing segment), or tail() at the end.
+  // may (the first record slot of the next segment that exists and holds
+  // data), or tail() at the end.
   uint64_t First() const;
   uint64_t Skip(uint64_t address) const;
   // The record at `address`, fully checked (lies within written data,

@@ -138,14 +138,15 @@ class ServerTest : public ::testing::Test {
   static void WaitPastTheirDeadline(absl::Time queued_by) {
     absl::SleepFor(queued_by + kImpatient + absl::Milliseconds(10) - absl::Now());
   }
-  // Waits until `worker`'s queue holds `n` requests (bounded: a call that
-  // never got there fails the test instead of hanging it).
-  static void WaitForQueueDepth(worker::Worker* worker, size_t n) {
+  // Waits until `worker`'s queue holds `n` requests. False after a minute:
+  // the caller frees the worker and its threads, then fails the test.
+  static bool WaitForQueueDepth(worker::Worker* worker, size_t n) {
     const absl::Time limit = absl::Now() + absl::Seconds(60);
     while (worker->queue_depth() < n) {
-      ASSERT_LT(absl::Now(), limit) << "the calls never reached the worker's queue";
+      if (absl::Now() > limit) return false;
       std::this_thread::yield();
     }
+    return true;
   }
   void ExpectMissing(const std::string& key) {
     auto get = client_->Get(key);
@@ -638,7 +639,11 @@ TEST_F(ServerTest, FullQueueIsResourceExhaustedAndServerKeepsServing) {
       if (client_->Put(absl::StrCat("queued", i), "v").ok()) ++queued_ok;
     });
   }
-  ASSERT_NO_FATAL_FAILURE(WaitForQueueDepth(server_->frontend().worker(0), 2));
+  if (!WaitForQueueDepth(server_->frontend().worker(0), 2)) {
+    blocker->release.Notify();
+    for (auto& t : queued) t.join();
+    GTEST_FAIL() << "the Puts never reached the worker's queue";
+  }
   EXPECT_THAT(client_->Put("refused", "v"), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(client_->Get("refused"), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(client_->Delete("queued0"), StatusIs(absl::StatusCode::kResourceExhausted));
@@ -692,7 +697,13 @@ TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceededAndNotApplied) {
   // sent (at most kImpatient), so it has passed kImpatient after the
   // requests are seen queued, however late the server read them. Only then
   // free the worker.
-  ASSERT_NO_FATAL_FAILURE(WaitForQueueDepth(worker, 2));
+  if (!WaitForQueueDepth(worker, 2)) {
+    put.join();
+    write.join();
+    blocker->release.Notify();
+    blocker->done.WaitForNotification();
+    GTEST_FAIL() << "the calls never reached the worker's queue";
+  }
   const absl::Time queued_by = absl::Now();
   put.join();
   write.join();
@@ -719,7 +730,13 @@ TEST_F(ServerTest, ARequestBehindASlowReadIsCheckedWhenItsTurnComes) {
     EXPECT_THAT(impatient.Put("behind", "v"), StatusIs(absl::StatusCode::kDeadlineExceeded));
   });
   // Both wait in the queue, so the worker drains them as one batch.
-  ASSERT_NO_FATAL_FAILURE(WaitForQueueDepth(worker, 2));
+  if (!WaitForQueueDepth(worker, 2)) {
+    put.join();
+    first->release.Notify();
+    slow->release.Notify();
+    slow->done.WaitForNotification();
+    GTEST_FAIL() << "the Put never reached the worker's queue";
+  }
   const absl::Time queued_by = absl::Now();
   first->release.Notify();
   slow->running.WaitForNotification();

@@ -1024,8 +1024,6 @@ TEST_F(CheckpointRecoveryTest, WritesWhileAsyncCheckpointRunsAreRecovered) {
 // the index; an index that outgrows it before the copy gets a bigger one
 // (the job goes back to allocating), and the checkpoint is still whole.
 TEST_F(CheckpointRecoveryTest, AnIndexThatOutgrowsTheCheckpointBufferGetsABiggerOne) {
-  o_.segment_size = 4 << 20;  // fewer seals for the many writes below
-  ASSERT_NO_FATAL_FAILURE(Reopen());
   ASSERT_NO_FATAL_FAILURE(Write(200, 40));
   auto file_size = [&] {
     CheckpointHeader h;

@@ -269,7 +269,9 @@ void RunEveryKillPoint(bool automatic) {
 // (That recovery makes those durable before building on them is checked by
 // the restart-then-power-loss tests below.) With `new_limits` the restart
 // runs with another write buffer size, hence another torn window: it judges
-// and rewrites the tail with the window the segment records.
+// and rewrites the tail with the window the segment records, and its first
+// write (here a Delete of a key never written, which writes no record)
+// seals that segment first; the kills reach into that seal too.
 TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
   constexpr uint64_t kSeed = 3;
   uint64_t count = 0;
@@ -288,6 +290,20 @@ TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
       if (new_limits) o.write_buffer_size *= 2;
       return o;
     };
+    // Recovery, and with new limits the first write after it.
+    auto restart = [&](ScenarioRun& run, LogRecoveryStats* stats) -> absl::Status {
+      auto p = Partition::Open(restart_options(run));
+      if (!p.ok()) return p.status();
+      if (stats != nullptr) *stats = (*p)->Stats().recovery;
+      if (!new_limits) return absl::OkStatus();
+      const size_t segments = (*p)->Segments().size();
+      auto d = (*p)->Delete("~never-written");
+      if (!d.ok()) return d.status();
+      if ((*p)->Segments().size() != segments + 1) {
+        return absl::InternalError("the first write did not seal");
+      }
+      return absl::OkStatus();
+    };
     // The state a kill after n operations (and a crash) leave, rebuilt for
     // every kill point of the recovery that follows.
     auto make = [&](ScenarioRun& run) {
@@ -302,11 +318,11 @@ TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
       ScenarioRun run(kSeed, false);
       make(run);
       const uint64_t before = run.fs().MutatingOps();
-      auto p = Partition::Open(restart_options(run));
-      ASSERT_THAT(p, IsOk());
+      LogRecoveryStats stats;
+      ASSERT_THAT(restart(run, &stats), IsOk());
       open_ops = run.fs().MutatingOps() - before;
-      window_changed += (*p)->Stats().recovery.window_changed;
-      EXPECT_EQ((*p)->Stats().recovery.window_changed, new_limits ? 1u : 0u);
+      window_changed += stats.window_changed;
+      EXPECT_EQ(stats.window_changed, new_limits ? 1u : 0u);
     }
     ASSERT_GT(open_ops, 0u);
     for (uint64_t k = 0; k < open_ops; ++k) {
@@ -316,7 +332,7 @@ TEST(KillPointTest, EveryKillDuringRecoveryThenAPowerLoss) {
       ScenarioRun run(kSeed, false);
       make(run);
       run.fs().KillAfterOps(k);
-      Partition::Open(restart_options(run)).IgnoreError();
+      restart(run, nullptr).IgnoreError();
       EXPECT_TRUE(run.fs().killed()) << "recovery ended before the kill point";
       run.fs().KillAfterOps(-1);
       run.fs().Crash(1000 + k, /*keep_unsynced=*/false);

@@ -213,7 +213,7 @@ TEST_F(LogCorruptionTest, ATornWriteInTheWritersWindowIsTruncatedAfterARestartWi
   ASSERT_THAT(p, IsOk());
   EXPECT_EQ(CountPresent(**p, 1000), 500);
   // This process appends to a segment of its own, whose header records
-  // its window: its first write seals segment 0. Scans cross it.
+  // its window: its first write seals segment 0.
   EXPECT_EQ((*p)->Stats().recovery.window_changed, 1u);
   ASSERT_EQ((*p)->Segments().size(), 1u);
   ASSERT_THAT((*p)->Put("after", "x"), IsOk());
